@@ -1,0 +1,50 @@
+"""The `samplecnn` command: a thin layer over the Python API.
+
+Each sub-command lives in `samplecnn.commands.<module>` and exposes
+`register(subparsers)`, which adds its parser and sets `func` to a callable taking the
+parsed arguments and returning an exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order of `samplecnn --help`.
+COMMAND_MODULES = [
+    "models",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from samplecnn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="samplecnn",
+        description="Music auto-tagging with sample-level deep CNNs on raw waveforms.",
+    )
+    parser.add_argument("--version", action="version", version=f"samplecnn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"samplecnn.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("samplecnn: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        # User-facing errors are one line; tracebacks are for bugs.
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"samplecnn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Builders of small fixtures in the real formats, for tests and examples."""
