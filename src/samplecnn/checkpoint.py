@@ -1,0 +1,106 @@
+"""Checkpoints that carry everything inference needs.
+
+A checkpoint is a `torch.save` dict with
+
+- `"samplecnn"`: `{"format": 1, "model_config": ModelConfig.to_dict(), ...}` -- the
+  architecture, tag names in output order, sample rate and segment length
+  (`input_samples`), plus whatever the writer adds (training config, metrics);
+- `"state_dict"`: the weights. Lightning checkpoints written by `samplecnn train` carry
+  the same `"samplecnn"` entry and prefix their keys with `model.`.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import ModelConfig, SampleCNN, model_from_config
+
+FORMAT_VERSION = 1
+LIGHTNING_PREFIX = "model."
+
+
+def checkpoint_info(model: SampleCNN, **extra: Any) -> dict[str, Any]:
+    """The `"samplecnn"` entry for a model (used by `save_checkpoint` and training)."""
+    info = {"format": FORMAT_VERSION, "model_config": model.config.to_dict()}
+    info.update(extra)
+    return info
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename: never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, model: SampleCNN, **extra: Any) -> Path:
+    """Write an inference checkpoint of `model` atomically; returns the path."""
+    if model.config.tags is None:
+        raise ValueError(
+            f"{path}: refusing to save a checkpoint without tag names; "
+            "build the model with tags=[...] so that inference can name its outputs"
+        )
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"samplecnn": checkpoint_info(model, **extra), "state_dict": state}, path)
+    return Path(path)
+
+
+def _read(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        # Our checkpoints hold tensors, dicts, lists, numbers and strings only; Lightning
+        # adds a few plain objects (hyper-parameters), hence weights_only=False fallback.
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torn, truncated or not a torch file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(ckpt, dict) or "samplecnn" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path}: not a samplecnn checkpoint (no 'samplecnn' entry); "
+            "convert public weights with `samplecnn import`"
+        )
+    return ckpt
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The `"samplecnn"` entry of a checkpoint (model config, tags, rate, extras)."""
+    return _read(path)["samplecnn"]
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SampleCNN:
+    """Rebuild the model of a checkpoint, weights loaded, in eval mode."""
+    ckpt = _read(path, map_location)
+    info = ckpt["samplecnn"]
+    if info.get("format", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {info['format']} is newer than this "
+                         f"samplecnn understands ({FORMAT_VERSION}); upgrade samplecnn")
+    try:
+        config = ModelConfig.from_dict(info["model_config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid model config: {err}") from None
+    model = model_from_config(config)
+    state = ckpt["state_dict"]
+    if any(k.startswith(LIGHTNING_PREFIX) for k in state):
+        state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the stored model config: "
+                         f"{str(err).splitlines()[0]}") from None
+    return model.eval()

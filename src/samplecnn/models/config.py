@@ -1,0 +1,196 @@
+"""Model configuration: everything needed to rebuild a model, and nothing else.
+
+A `ModelConfig` is what a checkpoint stores and what the registry hands out. The derived
+quantities of the m^n-DCNN (frames, first-layer filter, channel widths) are properties
+computed from `m`, `n` and `input_samples`, so a config can never disagree with itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FRONTENDS = ("raw", "mel")
+BLOCKS = ("basic", "se", "rese2")
+
+
+def authors_channels(n: int) -> list[int]:
+    """Channel widths of the n pooled modules by the authors' rule.
+
+    The first two modules have 128 channels, the last 512, those between 256
+    (3^9: 128, 128, 256 x 6, 512). With n < 3 the last module still gets 512.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    widths = [128 if i < 2 else 256 for i in range(n)]
+    widths[-1] = 512
+    return widths
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one m^n-DCNN (sample-level or frame-level) model.
+
+    Attributes:
+        m: filter and pooling length of every pooled module.
+        n: number of pooled modules.
+        input_samples: segment length in samples; must be a multiple of m**n.
+        sample_rate: the rate, in Hz, that the model expects its input at.
+        n_tags: number of output logits.
+        tags: tag names in output order, or None when unknown.
+        frontend: "raw" (strided conv, filter = stride = input_samples / m**n) or "mel"
+            (log mel spectrogram with window = hop = input_samples / m**n).
+        block: "basic" (conv-BN-ReLU-pool), "se" (basic + squeeze-excitation) or
+            "rese2" (two convs with a residual connection and SE, Kim et al. 2018).
+        multi_level: replace the 1x1-conv head by the multi-level head (global max-pool
+            of the last three blocks, concatenated, FC-BN-ReLU-dropout-FC).
+        frontend_channels: output channels of the strided conv (raw front end).
+        frontend_padding: zero padding on both sides of the strided conv (0 in the
+            authors' model; 1 in ports such as sota-music-tagging-models).
+        head_kernel: kernel of the head conv (1 in the authors' model; some ports use a
+            3-wide conv with same padding).
+        channels: widths of the n pooled modules; None means the authors' rule.
+        features: width of the 1x1 conv (or of the multi-level hidden layer).
+        width: multiplier applied to every width above (for small CPU models).
+        dropout: dropout before the output layer.
+        block_dropout: dropout between the two convs of a ReSE-2 block.
+        se_reduction: channel reduction of the squeeze-excitation bottleneck.
+        bn_eps: BatchNorm epsilon (1e-5 in the authors' release).
+        n_mels, f_min, f_max, log_offset: mel front end settings (f_max None = Nyquist).
+    """
+
+    m: int = 3
+    n: int = 9
+    input_samples: int = 59049
+    sample_rate: int = 22050
+    n_tags: int = 50
+    tags: list[str] | None = None
+    frontend: str = "raw"
+    block: str = "basic"
+    multi_level: bool = False
+    frontend_channels: int = 128
+    frontend_padding: int = 0
+    head_kernel: int = 1
+    channels: list[int] | None = None
+    features: int = 512
+    width: float = 1.0
+    dropout: float = 0.5
+    block_dropout: float = 0.2
+    se_reduction: int = 16
+    bn_eps: float = 1e-5
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float | None = None
+    log_offset: float = 1e-6
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived quantities ------------------------------------------------------
+    @property
+    def frames(self) -> int:
+        """Frames the first layer produces: m**n."""
+        return self.m**self.n
+
+    @property
+    def first_filter(self) -> int:
+        """Filter length = stride of the first layer (window = hop for mel)."""
+        return self.input_samples // self.frames
+
+    @property
+    def layers(self) -> int:
+        """Layers up to the output layer: 1 front end + n modules + 1 head layer."""
+        return self.n + 2
+
+    @property
+    def level(self) -> str:
+        """"sample" when the first filter is as short as the module filters, else "frame"."""
+        return "sample" if self.frontend == "raw" and self.first_filter <= self.m else "frame"
+
+    @property
+    def family(self) -> str:
+        if self.frontend == "mel":
+            base = "frame-level mel"
+        else:
+            base = f"{self.level}-level raw"
+        if self.block != "basic":
+            base += f" {self.block}"
+        if self.multi_level:
+            base += " multi-level"
+        return base
+
+    def _scaled(self, c: int) -> int:
+        return max(1, int(round(c * self.width)))
+
+    @property
+    def block_channels(self) -> list[int]:
+        base = self.channels if self.channels is not None else authors_channels(self.n)
+        return [self._scaled(c) for c in base]
+
+    @property
+    def frontend_width(self) -> int:
+        return self.n_mels if self.frontend == "mel" else self._scaled(self.frontend_channels)
+
+    @property
+    def feature_width(self) -> int:
+        return self._scaled(self.features)
+
+    @property
+    def duration_s(self) -> float:
+        return self.input_samples / self.sample_rate
+
+    # -- checks and serialisation ------------------------------------------------
+    def validate(self) -> None:
+        if self.m < 2:
+            raise ValueError(f"m must be at least 2, got {self.m}")
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.input_samples % self.frames:
+            raise ValueError(
+                f"input_samples={self.input_samples} is not a multiple of m**n={self.frames}"
+            )
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.channels is not None and len(self.channels) != self.n:
+            raise ValueError(f"channels has {len(self.channels)} entries, expected n={self.n}")
+        # More padding than half a filter would add a frame and break the m**n grid.
+        if self.frontend_padding < 0 or 2 * self.frontend_padding >= self.first_filter:
+            raise ValueError(
+                f"frontend_padding must be in [0, {self.first_filter / 2:g}), got {self.frontend_padding}"
+            )
+        if self.head_kernel < 1 or self.head_kernel % 2 == 0:
+            raise ValueError(f"head_kernel must be a positive odd number, got {self.head_kernel}")
+        if self.multi_level and self.n < 3:
+            raise ValueError("the multi-level head needs at least 3 modules (n >= 3)")
+        if self.tags is not None:
+            if len(self.tags) != self.n_tags:
+                raise ValueError(f"{len(self.tags)} tag names given for n_tags={self.n_tags}")
+            if len(set(self.tags)) != len(self.tags):
+                raise ValueError("tag names must be unique")
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; `ModelConfig.from_dict(c.to_dict()) == c`."""
+        d = dataclasses.asdict(self)
+        d["tags"] = list(self.tags) if self.tags is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,189 @@
+"""Building blocks of the m^n-DCNN family: front ends, pooled modules, heads.
+
+All modules take and return `(batch, channels, time)` tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv1d -> BatchNorm1d -> ReLU.
+
+    `padding="same"` keeps the length (odd or even kernels); an int pads both sides.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1,
+                 padding: int | str = 0, bn_eps: float = 1e-5):
+        super().__init__(
+            nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=padding),
+            nn.BatchNorm1d(c_out, eps=bn_eps),
+            nn.ReLU(inplace=True),
+        )
+
+
+class RawFrontend(nn.Module):
+    """Strided convolution over raw samples (filter = stride, no padding).
+
+    Shapes: `(B, 1, T)` -> `(B, C, T // filter)`.
+    """
+
+    def __init__(self, filter_length: int, channels: int, bn_eps: float = 1e-5, padding: int = 0):
+        super().__init__()
+        self.conv = ConvBNReLU(1, channels, filter_length, stride=filter_length,
+                               padding=padding, bn_eps=bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class MelFrontend(nn.Module):
+    """Log mel spectrogram with window = hop = frame size, then BatchNorm over bands.
+
+    Shapes: `(B, 1, T)` -> `(B, n_mels, T // frame)`.
+
+    The spectrogram is nnAudio's (STFT as a fixed convolution, so it runs on any device
+    and exports to ONNX); frames do not overlap and are not centred, which makes the
+    frame grid identical to the raw front end's. BatchNorm stands in for the input
+    normalisation that log-mel baselines use, since the stack has none of its own.
+    """
+
+    def __init__(self, frame: int, sample_rate: int, n_mels: int, f_min: float,
+                 f_max: float | None, log_offset: float, bn_eps: float = 1e-5):
+        super().__init__()
+        import warnings
+
+        from nnAudio.features import MelSpectrogram
+
+        with warnings.catch_warnings():
+            # Short frames give mel bands narrower than one FFT bin; nnAudio warns about
+            # the empty filters, which is expected for 27-sample frames.
+            warnings.simplefilter("ignore", UserWarning)
+            self.spec = MelSpectrogram(
+                sr=sample_rate, n_fft=frame, win_length=frame, hop_length=frame,
+                n_mels=n_mels, fmin=f_min, fmax=f_max, center=False, power=2.0,
+                trainable_mel=False, trainable_STFT=False, verbose=False,
+            )
+        self.log_offset = log_offset
+        self.bn = nn.BatchNorm1d(n_mels, eps=bn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mel = self.spec(x.squeeze(1))
+        return self.bn(torch.log(mel + self.log_offset))
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gating: global average pool -> FC(C/r) -> ReLU -> FC(C) -> sigmoid -> scale.
+
+    Shapes: `(B, C, T)` -> `(B, C, T)`.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=-1)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        return x * s.unsqueeze(-1)
+
+
+class BasicBlock(nn.Module):
+    """conv(m, same) -> BN -> ReLU -> max-pool(m), optionally followed by SE.
+
+    Shapes: `(B, C_in, T)` -> `(B, C_out, T // m)`.
+
+    SE comes after the pooling: the gate is a per-channel positive scale, which commutes
+    with max-pooling, so gating the m-times shorter signal gives the same output for a
+    fraction of the cost.
+    """
+
+    def __init__(self, c_in: int, c_out: int, m: int, se: bool = False,
+                 se_reduction: int = 16, bn_eps: float = 1e-5):
+        super().__init__()
+        self.conv = ConvBNReLU(c_in, c_out, m, padding="same", bn_eps=bn_eps)
+        self.pool = nn.MaxPool1d(m)
+        self.se = SqueezeExcitation(c_out, se_reduction) if se else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.pool(self.conv(x)))
+
+
+class ReSE2Block(nn.Module):
+    """ReSE-2 (Kim, Lee and Nam 2018).
+
+    conv -> BN -> ReLU -> dropout -> conv -> BN -> SE, plus the input (through a 1x1
+    conv + BN where the width changes), -> ReLU -> max-pool(m).
+    Shapes: `(B, C_in, T)` -> `(B, C_out, T // m)`.
+    """
+
+    def __init__(self, c_in: int, c_out: int, m: int, se_reduction: int = 16,
+                 dropout: float = 0.2, bn_eps: float = 1e-5):
+        super().__init__()
+        self.conv1 = ConvBNReLU(c_in, c_out, m, padding="same", bn_eps=bn_eps)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(c_out, c_out, m, padding="same")
+        self.bn2 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.se = SqueezeExcitation(c_out, se_reduction)
+        if c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out, eps=bn_eps)
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.pool = nn.MaxPool1d(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.bn2(self.conv2(self.drop(self.conv1(x)))))
+        return self.pool(F.relu(y + self.shortcut(x)))
+
+
+class ConvHead(nn.Module):
+    """The authors' head: 1x1 conv -> BN -> ReLU (the penultimate features).
+
+    Shapes: `(B, C, T)` -> `(B, features, T)`. `kernel` > 1 (same padding) reproduces
+    ports that use a wider last conv.
+    """
+
+    def __init__(self, c_in: int, features: int, bn_eps: float = 1e-5, kernel: int = 1):
+        super().__init__()
+        self.conv = ConvBNReLU(c_in, features, kernel, padding=kernel // 2, bn_eps=bn_eps)
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(blocks[-1])
+
+
+class MultiLevelHead(nn.Module):
+    """Global max-pool of the last three blocks, concatenated -> FC -> BN -> ReLU.
+
+    Shapes: three `(B, C_i, T_i)` -> `(B, features, 1)`.
+    """
+
+    def __init__(self, widths: list[int], features: int, bn_eps: float = 1e-5):
+        super().__init__()
+        self.fc = nn.Linear(sum(widths), features)
+        self.bn = nn.BatchNorm1d(features, eps=bn_eps)
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        pooled = torch.cat([b.amax(dim=-1) for b in blocks[-3:]], dim=1)
+        return F.relu(self.bn(self.fc(pooled))).unsqueeze(-1)
+
+
+def he_uniform_(module: nn.Module) -> None:
+    """He-uniform weights (Keras `he_uniform`: U(+-sqrt(6 / fan_in))), zero biases.
+
+    This is the authors' initialisation; BatchNorm keeps its ones/zeros.
+    """
+    for mod in module.modules():
+        if isinstance(mod, (nn.Conv1d, nn.Linear)):
+            fan_in = mod.weight[0].numel()
+            bound = math.sqrt(6.0 / fan_in)
+            nn.init.uniform_(mod.weight, -bound, bound)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)

@@ -1,0 +1,195 @@
+"""The m^n-DCNN (SampleCNN) family, one builder for every variant.
+
+Lee, Park, Kim and Nam, "Sample-level Deep Convolutional Neural Networks for Music
+Auto-tagging Using Raw Waveforms", SMC 2017; SE / ReSE-2 / multi-level from Kim, Lee
+and Nam, ICASSP 2018. Layer tables: `../shared/docs/paper-notes.md` and the README.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFrontend,
+                     ReSE2Block, he_uniform_)
+
+
+class SampleCNN(nn.Module):
+    """An m^n-DCNN: front end, n pooled modules, head, linear output layer.
+
+    Input `(B, 1, input_samples)` (or `(B, input_samples)`) float32 audio at
+    `config.sample_rate`; output `(B, n_tags)` **logits** -- apply `torch.sigmoid` for
+    tag probabilities (the loss, `BCEWithLogitsLoss`, does it internally).
+
+    Forward contract (as in timm): `forward_features` gives the penultimate features
+    `(B, features, 1)`, `forward_head` maps them to logits, and `forward_intermediates`
+    / `embed` expose any named layer (`layer_names`) for embeddings.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        if c.frontend == "mel":
+            self.frontend: nn.Module = MelFrontend(
+                c.first_filter, c.sample_rate, c.n_mels, c.f_min, c.f_max, c.log_offset, c.bn_eps
+            )
+        else:
+            self.frontend = RawFrontend(c.first_filter, c.frontend_width, c.bn_eps, c.frontend_padding)
+        widths = c.block_channels
+        blocks = []
+        c_in = c.frontend_width
+        for c_out in widths:
+            if c.block == "rese2":
+                blocks.append(ReSE2Block(c_in, c_out, c.m, c.se_reduction, c.block_dropout, c.bn_eps))
+            else:
+                blocks.append(BasicBlock(c_in, c_out, c.m, c.block == "se", c.se_reduction, c.bn_eps))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        if c.multi_level:
+            self.head: nn.Module = MultiLevelHead(widths[-3:], c.feature_width, c.bn_eps)
+        else:
+            self.head = ConvHead(c_in, c.feature_width, c.bn_eps, c.head_kernel)
+        self.dropout = nn.Dropout(c.dropout)
+        self.fc = nn.Linear(c.feature_width, c.n_tags)
+        he_uniform_(self)
+
+    # -- metadata ------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        return ["frontend"] + [f"block{i + 1}" for i in range(len(self.blocks))] + ["features"]
+
+    @property
+    def tags(self) -> list[str] | None:
+        return self.config.tags
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def input_samples(self) -> int:
+        return self.config.input_samples
+
+    def layer_width(self, name: str) -> int:
+        """Channels of the named layer's output (the size of its embedding)."""
+        self._check_layer(name)
+        if name == "frontend":
+            return self.config.frontend_width
+        if name == "features":
+            return self.config.feature_width
+        return self.config.block_channels[int(name[5:]) - 1]
+
+    def num_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def flops(self) -> int:
+        """Forward FLOPs (2 x multiply-adds) of the convolutions, linear layers and the
+        mel projection for one input; BN, ReLU and pooling are not counted."""
+        return count_flops(self.config)
+
+    # -- forward -------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        if x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(
+                f"expected audio of shape (batch, 1, {self.config.input_samples}) or "
+                f"(batch, {self.config.input_samples}), got {tuple(x.shape)}"
+            )
+        if x.shape[-1] != self.config.input_samples:
+            raise ValueError(
+                f"expected {self.config.input_samples} samples per segment "
+                f"({self.config.duration_s:.3f} s at {self.config.sample_rate} Hz), "
+                f"got {x.shape[-1]}"
+            )
+        return x
+
+    def _check_layer(self, name: str) -> None:
+        if name not in self.layer_names:
+            raise ValueError(f"unknown layer {name!r}; choose from {', '.join(self.layer_names)}")
+
+    def _run(self, x: torch.Tensor, stop: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        outs: dict[str, torch.Tensor] = {}
+        h = self.frontend(self._check_input(x))
+        outs["frontend"] = h
+        if stop == "frontend":
+            return outs, None
+        block_outs = []
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            block_outs.append(h)
+            outs[f"block{i + 1}"] = h
+            if stop == f"block{i + 1}":
+                return outs, None
+        feats = self.head(block_outs)
+        outs["features"] = feats
+        return outs, feats
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, input_samples)` -> penultimate features `(B, features, 1)`."""
+        return self._run(x)[1]
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """`(B, features, T)` -> logits `(B, n_tags)` (or pooled features if pre_logits).
+
+        T is 1 for inputs of exactly `input_samples`; a max over T keeps the head valid
+        for features computed elsewhere at another length.
+        """
+        pooled = features.amax(dim=-1)
+        if pre_logits:
+            return pooled
+        return self.fc(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Outputs `(B, C, T)` of the named layers; stops after the deepest one asked for."""
+        wanted = list(layers)
+        for name in wanted:
+            self._check_layer(name)
+        deepest = max(wanted, key=self.layer_names.index)
+        outs, _ = self._run(x, stop=None if deepest == "features" else deepest)
+        return {name: outs[name] for name in wanted}
+
+    def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
+        """Embedding `(B, C)` of one layer, pooled over time ("mean" or "max")."""
+        if pool not in ("mean", "max"):
+            raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
+        h = self.forward_intermediates(x, [layer])[layer]
+        return h.mean(dim=-1) if pool == "mean" else h.amax(dim=-1)
+
+
+def count_flops(c: ModelConfig) -> int:
+    """Forward FLOPs of one input, from the config alone (see `SampleCNN.flops`)."""
+    macs = 0
+    t = c.frames
+    if c.frontend == "mel":
+        n_freq = c.first_filter // 2 + 1
+        # STFT as two real convolutions (cos and sin), then the mel projection.
+        macs += t * 2 * n_freq * c.first_filter + t * n_freq * c.n_mels
+    else:
+        macs += t * c.frontend_width * c.first_filter
+    c_in = c.frontend_width
+    widths = c.block_channels
+    for c_out in widths:
+        macs += t * c_out * c_in * c.m
+        if c.block == "rese2":
+            macs += t * c_out * c_out * c.m
+            if c_in != c_out:
+                macs += t * c_out * c_in
+        t //= c.m
+        if c.block in ("se", "rese2"):
+            hidden = max(1, c_out // c.se_reduction)
+            macs += 2 * c_out * hidden
+        c_in = c_out
+    if c.multi_level:
+        macs += sum(widths[-3:]) * c.feature_width
+    else:
+        macs += t * c_in * c.feature_width * c.head_kernel
+    macs += c.feature_width * c.n_tags
+    return 2 * macs
