@@ -13,6 +13,7 @@ import sys
 # Order is the order of `samplecnn --help`.
 COMMAND_MODULES = [
     "models",
+    "synth",
 ]
 
 
