@@ -18,10 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from samplecnn.models import describe_model, list_models
+    from samplecnn.models import describe_model, get_model_entry, list_models
 
     names = list_models(args.pattern)
     if args.pattern and not names:
+        if not any(ch in args.pattern for ch in "*?["):
+            get_model_entry(args.pattern)  # raises with the closest names
         raise ValueError(f"no model matches {args.pattern!r}")
     rows = [describe_model(name, n_tags=args.n_tags) for name in names]
     if args.json:
