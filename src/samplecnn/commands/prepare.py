@@ -69,7 +69,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from samplecnn import data
+    from samplecnn.data.prepare import check_out_path
 
+    check_out_path(args.out, args.overwrite)  # fail before reading a large data set
     if args.dataset == "mtat":
         split_lists = args.split_lists
         if split_lists is not None and len(split_lists) not in (1, 3):

@@ -124,7 +124,7 @@ def read_csv_folder(
         p = Path(r["path"])
         p = p if p.is_absolute() else root / p
         abspaths.append(str(p.resolve()))
-        if not p.is_file():
+        if not p.exists():  # anything else that is wrong is for the decoder to report
             skipped.append((str(p), "file not found"))
             continue
         keep.append(i)

@@ -171,7 +171,10 @@ def _run_pool(todo: list[tuple], workers: int, progress: bool, initial: int, tot
         bar.close()
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out_path(out: Path, overwrite: bool) -> None:
+    """ValueError unless `out` can receive a store (absent, empty, or a store with
+    `overwrite`)."""
+    out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"{out}: exists and is not a folder")
@@ -207,7 +210,7 @@ def prepare_store(
         raise ValueError(f"invalid sample_rate {sample_rate} or min_samples {min_samples}")
     if len(manifest) == 0:
         raise ValueError(f"{manifest.root}: no clips to prepare")
-    _check_out(out, overwrite)
+    check_out_path(out, overwrite)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if progress is None:
         progress = sys.stderr.isatty()

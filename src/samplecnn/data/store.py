@@ -140,7 +140,7 @@ class SegmentStore:
         if stop > start:
             o = int(self.offsets[i])
             out[: stop - start] = self.audio[o + start : o + stop]
-            out *= np.float32(1.0 / INT16_SCALE)
+            out /= np.float32(INT16_SCALE)
         return out
 
 
