@@ -231,7 +231,7 @@ def test_cli_prepare_csv(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     store = SegmentStore(tmp_path / "s")
-    assert len(store) == 6 and f"(total 6)" in out and "skipped files: 0" in out
+    assert len(store) == 6 and "(total 6)" in out and "skipped files: 0" in out
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists" in err[0]
@@ -249,3 +249,28 @@ def test_segment_store_rejects_incomplete_or_foreign_folders(tmp_path):
     (tmp_path / "d" / "meta.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not a samplecnn segment store"):
         SegmentStore(tmp_path / "d")
+
+
+def test_real_mtat_clip_passes_the_duration_filter(tmp_path):
+    import shutil
+
+    from samplecnn.testing.datasets import MTAT_OTHER_TAGS
+
+    real = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+            / "joram-moments_of_clarity-08-solipsism-59-88.mp3")
+    if not real.exists():
+        pytest.skip("shared real clip not available")
+    rel = f"e/{real.name}"
+    (tmp_path / "e").mkdir()
+    shutil.copy(real, tmp_path / rel)
+    columns = list(MTAT_OTHER_TAGS) + list(MTAT_TOP50)
+    header = "\t".join(f'"{c}"' for c in ["clip_id"] + columns + ["mp3_path"])
+    row = "\t".join(f'"{v}"' for v in ["58", *(int(c == "techno") for c in columns), rel])
+    (tmp_path / "annotations_final.csv").write_text(header + "\n" + row + "\n")
+    report = prepare_store(read_mtat(tmp_path), tmp_path / "s", workers=1, progress=False)
+    store = SegmentStore(report.store)
+    # Header: 29.271 s; decoded: 465,984 samples = 29.124 s, above the 29.1 s filter.
+    assert report.counts == {"train": 0, "valid": 0, "test": 1}
+    assert store.durations[0] == pytest.approx(465_984 / 16000)
+    assert store.lengths[0] == len(load_audio(real, SR).samples)
+    assert [store.tags[j] for j in np.flatnonzero(store.labels[0])] == ["techno"]
