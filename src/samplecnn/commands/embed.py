@@ -1,0 +1,50 @@
+"""`samplecnn embed`: per-window and per-file embeddings of one layer, as NumPy."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "embed", help="write per-window and per-file embeddings (.npz)",
+        description="Embeddings of a named layer (see `layer_names`: frontend, block1..N, "
+                    "features) for audio files, folders and globs. Each window's layer "
+                    "output is pooled over time; a file's embedding is the mean of its "
+                    "windows'. Output: a NumPy .npz (see docs/tagging.md for its arrays).",
+    )
+    p.add_argument("model", help="checkpoint (.ckpt/.pt)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders or globs")
+    p.add_argument("--layer", default="features", help="layer name (default features)")
+    p.add_argument("--pool", choices=["mean", "max"], default="mean",
+                   help="pooling over the layer's time axis within a window (default mean)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npz file")
+    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                   help="hop between windows in seconds (default: one window)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes (0: in this process)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-file error lines on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from samplecnn.tagging import Tagger, expand_paths
+    from samplecnn.tagging.embeddings import write_embeddings
+
+    def warn(msg: str) -> None:
+        print(f"samplecnn embed: warning: {msg}", file=sys.stderr)
+
+    paths = expand_paths(args.paths, warn=warn)
+    tagger = Tagger.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size)
+    results = tagger.embed_files(paths, layer=args.layer, pool=args.pool, hop=args.hop,
+                                 workers=args.workers, batch_size=args.batch_size)
+    summary = write_embeddings(args.out, tagger, paths, results, layer=args.layer, pool=args.pool,
+                               hop=args.hop)
+    for path, err in summary["errors"]:
+        if not args.quiet:
+            print(f"samplecnn embed: {path}: {err}", file=sys.stderr)
+    n_bad = len(summary["errors"])
+    print(f"samplecnn embed: {len(paths) - n_bad} file(s), {summary['windows']} window(s), "
+          f"dim {summary['dim']} -> {args.out}", file=sys.stderr)
+    return 1 if n_bad else 0

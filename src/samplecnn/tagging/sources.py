@@ -1,0 +1,315 @@
+"""Where tagging windows come from: path expansion, streamed windows, decoding workers.
+
+Nothing here imports torch: the decoding worker processes import this module only.
+
+Window grid: windows of `window` samples (the model's `input_samples`) start at 0, hop,
+2*hop, ... at the model's rate. When samples remain after the last full window, one more
+window is taken there and zero-padded at its end, so the tail of every file is scored and
+a file shorter than one window still gets exactly one (padded) window.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import queue as queue_mod
+import signal
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from samplecnn import audio as audio_mod
+from samplecnn.audio import AUDIO_EXTENSIONS, AudioError, probe, resample, to_mono
+
+__all__ = [
+    "StreamInfo",
+    "expand_paths",
+    "iter_windows",
+    "iter_file_messages",
+    "worker_messages",
+    "IDLE",
+]
+
+_GLOB_CHARS = "*?["
+
+
+@dataclass
+class StreamInfo:
+    """Facts about one source, filled in while its windows are read.
+
+    `duration_s` is the decoded length (not the header's), known once the stream ends.
+    """
+
+    duration_s: float | None = None
+    source_sample_rate: int | None = None
+    source_channels: int | None = None
+    samples: int = 0  # decoded samples at the model rate
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_paths(inputs: Sequence[Union[str, os.PathLike]], warn=None) -> list[str]:
+    """Files, folders (recursive, `AUDIO_EXTENSIONS`) and globs -> a list of file paths.
+
+    Order: inputs in the order given; inside a folder or glob, sorted. Duplicates (same
+    absolute path) are kept once. A path that does not exist and is not a glob is kept, so
+    that it is reported as a failed file rather than silently dropped. A glob or folder
+    with no audio is reported through `warn(message)` (default: ignored). Raises
+    ValueError when nothing at all is left.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        key = os.path.normpath(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    def scan(folder: Path) -> list[str]:
+        found = [str(p) for p in folder.rglob("*")
+                 if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+        return sorted(found)
+
+    for item in inputs:
+        s = os.fspath(item)
+        p = Path(s)
+        if p.is_dir():
+            files = scan(p)
+            if not files and warn:
+                warn(f"{s}: no audio files (extensions {', '.join(AUDIO_EXTENSIONS)})")
+            for f in files:
+                add(f)
+        elif p.exists() or not any(ch in s for ch in _GLOB_CHARS):
+            add(s)
+        else:
+            matches = sorted(glob.glob(s, recursive=True))
+            files = []
+            for m in matches:
+                if os.path.isdir(m):
+                    files.extend(scan(Path(m)))
+                else:
+                    files.append(m)
+            if not files and warn:
+                warn(f"{s}: no file matches this pattern")
+            for f in files:
+                add(f)
+    if not out:
+        raise ValueError(f"no audio files found in {', '.join(map(os.fspath, inputs))}")
+    return out
+
+
+def _file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at `sample_rate`, decoded incrementally by `samplecnn.audio`."""
+    header = probe(path)  # AudioError for missing / unreadable files, before any work
+    info.source_sample_rate = header.sample_rate
+    info.source_channels = header.channels
+    # samplecnn.audio's block decoder is what stream_windows runs on; it is used directly
+    # because tagging also needs the exact decoded length (duration_s), which
+    # stream_windows does not report.
+    yield from audio_mod._decoded_blocks(path, sample_rate)
+
+
+def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
+                  info: StreamInfo) -> Iterator[np.ndarray]:
+    if source_sample_rate is None:
+        raise ValueError(
+            "an audio array needs its sample rate: pass sample_rate=<Hz> "
+            f"(the model expects {sample_rate} Hz; the rate is never assumed)"
+        )
+    sr = int(source_sample_rate)
+    if sr <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sr}")
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
+        raise ValueError(
+            f"audio array of shape {x.shape} looks channels-first; pass (samples,) or "
+            "(samples, channels)"
+        )
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio array must be (samples,) or (samples, channels), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("audio array is empty")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("audio array contains NaN or Inf samples")
+    info.source_sample_rate = sr
+    info.source_channels = 1 if x.ndim == 1 else int(x.shape[1])
+    yield resample(to_mono(x), sr, sample_rate)
+
+
+def iter_windows(
+    source,
+    sample_rate: int,
+    window: int,
+    hop: int,
+    *,
+    source_sample_rate: int | None = None,
+    info: StreamInfo | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield `(start_sample, samples)`, `samples` float32 `(window,)` at `sample_rate`.
+
+    `source` is a path (decoded block by block: memory stays near `window + 65,536`
+    samples whatever the length) or an array `(samples,)` / `(samples, channels)` whose
+    rate `source_sample_rate` is required. The last partial window is zero-padded (see
+    the module docstring). `info` is filled in as the stream is read; `info.duration_s`
+    is set when it ends. Raises `AudioError` / ValueError for unusable sources, possibly
+    after some windows were yielded.
+    """
+    window, hop = int(window), int(hop)
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
+    info = info if info is not None else StreamInfo()
+    if isinstance(source, (str, os.PathLike)):
+        blocks = _file_blocks(Path(source), sample_rate, info)
+    else:
+        blocks = _array_blocks(source, source_sample_rate, sample_rate, info)
+
+    buf = np.zeros(0, np.float32)
+    buf_start = 0  # absolute index of buf[0]
+    next_start = 0
+    total = 0
+    with warnings.catch_warnings():
+        # Digital silence is valid input for a tagger; it is scored like anything else.
+        warnings.simplefilter("ignore", audio_mod.SilentAudioWarning)
+        for block in blocks:
+            total += len(block)
+            buf = np.concatenate([buf, block]) if len(buf) else block
+            while next_start + window <= buf_start + len(buf):
+                off = next_start - buf_start
+                yield next_start, np.array(buf[off: off + window], dtype=np.float32)
+                next_start += hop
+            # Keep only what later windows need (with hop > window, gaps are skipped).
+            drop = min(max(next_start - buf_start, 0), len(buf))
+            buf, buf_start = buf[drop:], buf_start + drop
+    info.samples = total
+    info.duration_s = total / sample_rate
+    if total == 0:
+        raise ValueError("no audio samples")
+    if next_start < total:
+        out = np.zeros(window, np.float32)
+        tail = buf[next_start - buf_start:]
+        out[: len(tail)] = tail
+        yield next_start, out
+
+
+def error_reason(err: BaseException) -> str:
+    """One line for the `error` field: the reason without the path (the record has it)."""
+    if isinstance(err, AudioError):
+        return err.reason
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, (ValueError, OSError)):
+        return msg or type(err).__name__
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+# -- message protocol shared by the in-process and the worker-process producers -------
+# ("windows", index, starts int64 (k,), windows float32 (k, window))
+# ("done", index, StreamInfo dict)
+# ("error", index, reason)
+IDLE = ("idle",)
+
+
+def _file_messages(index: int, path: str, sample_rate: int, window: int, hop: int,
+                   chunk: int) -> Iterator[tuple]:
+    info = StreamInfo()
+    starts: list[int] = []
+    wins: list[np.ndarray] = []
+    try:
+        for start, w in iter_windows(path, sample_rate, window, hop, info=info):
+            starts.append(start)
+            wins.append(w)
+            if len(wins) == chunk:
+                yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
+                starts, wins = [], []
+        if wins:
+            yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
+        yield ("done", index, info.as_dict())
+    except Exception as err:  # one bad file never takes the run down
+        yield ("error", index, error_reason(err))
+
+
+def iter_file_messages(paths: Iterable[str], sample_rate: int, window: int, hop: int,
+                       chunk: int = 8) -> Iterator[tuple]:
+    """Decode in this process, file after file (what `--workers 0` runs)."""
+    for i, p in enumerate(paths):
+        yield from _file_messages(i, p, sample_rate, window, hop, chunk)
+
+
+def _decode_worker(tasks, results, sample_rate: int, window: int, hop: int, chunk: int) -> None:
+    # Ctrl-C goes to the whole process group; the parent decides and terminates us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        index, path = task
+        for msg in _file_messages(index, path, sample_rate, window, hop, chunk):
+            results.put(msg)  # blocks when the parent is behind: bounded memory
+
+
+def worker_messages(paths: Sequence[str], sample_rate: int, window: int, hop: int,
+                    workers: int, chunk: int = 8, idle_s: float = 0.05) -> Iterator[tuple]:
+    """Decode in `workers` processes; yield their messages as they arrive.
+
+    The result queue holds at most `2 * workers + 2` chunks, so decoded audio in flight
+    is bounded (chunk x window x 4 bytes each) whatever the file lengths. `IDLE` is
+    yielded when nothing arrived for `idle_s` seconds (the consumer then runs a partial
+    batch instead of waiting). A worker that dies (killed, out of memory) fails the files
+    it had not finished, never the run.
+    """
+    import multiprocessing as mp
+
+    # Fork where it is safe and cheap (Linux; the children run numpy/libsndfile/soxr only,
+    # never torch, as DataLoader workers do); spawn elsewhere.
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    tasks = ctx.Queue()
+    results = ctx.Queue(maxsize=2 * workers + 2)
+    for i, p in enumerate(paths):
+        tasks.put((i, str(p)))
+    for _ in range(workers):
+        tasks.put(None)
+    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, sample_rate, window, hop, chunk),
+                         daemon=True) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    finished: set[int] = set()
+    try:
+        while len(finished) < len(paths):
+            try:
+                msg = results.get(timeout=idle_s)
+            except queue_mod.Empty:
+                if not any(proc.is_alive() for proc in procs):
+                    # Drain what the dead workers managed to send, then give up on the rest.
+                    try:
+                        while True:
+                            msg = results.get(timeout=0.2)
+                            if msg[0] in ("done", "error"):
+                                finished.add(msg[1])
+                            yield msg
+                    except queue_mod.Empty:
+                        pass
+                    for i in range(len(paths)):
+                        if i not in finished:
+                            finished.add(i)
+                            yield ("error", i, "decoder process exited unexpectedly")
+                    break
+                yield IDLE
+                continue
+            if msg[0] in ("done", "error"):
+                finished.add(msg[1])
+            yield msg
+    finally:
+        for proc in procs:
+            proc.join(timeout=1.0)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=1.0)
+        results.cancel_join_thread()
+        tasks.cancel_join_thread()

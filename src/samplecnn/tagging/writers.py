@@ -1,0 +1,230 @@
+"""Output writers for `samplecnn tag`: JSON, JSONL, CSV, taggram files, resume.
+
+- JSON: one list of records, written atomically when the run ends, in input order.
+- JSONL: one record per line, streamed as files finish; each line is written with a
+  single `write` and flushed, so a killed run leaves whole lines (plus at most one torn
+  last line, which `--resume` discards).
+- CSV: one row per file, one column per tag (empty for failed files); atomic, in input
+  order.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable
+
+import numpy as np
+
+__all__ = ["open_writer", "read_done_paths", "write_taggram", "atomic_write_text", "path_key",
+           "FORMATS"]
+
+FORMATS = ("json", "jsonl", "csv")
+CSV_FIELDS = ["path", "duration_s", "sample_rate", "segments", "error"]
+
+
+def path_key(p: str) -> str:
+    """What identifies a file across runs (absolute, normalised)."""
+    return os.path.normpath(os.path.abspath(p))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dumps(rec: dict) -> str:
+    return json.dumps(rec, ensure_ascii=False, allow_nan=False)
+
+
+class _Writer:
+    def __init__(self, output: str | None, tags: list[str], order: list[str]):
+        self.output = output
+        self.tags = tags
+        self.rank = {path_key(p): i for i, p in enumerate(order)}
+        self.records: list[dict] = []
+
+    def write(self, rec: dict) -> None:
+        self.records.append(rec)
+
+    def _sorted(self) -> list[dict]:
+        return sorted(self.records, key=lambda r: self.rank.get(path_key(r["path"]), len(self.rank)))
+
+    def close(self) -> None:
+        text = self.render(self._sorted())
+        if self.output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            atomic_write_text(self.output, text)
+
+    def render(self, records: list[dict]) -> str:
+        raise NotImplementedError
+
+
+class _JsonWriter(_Writer):
+    def render(self, records):
+        return json.dumps(records, ensure_ascii=False, allow_nan=False, indent=2) + "\n"
+
+
+class _CsvWriter(_Writer):
+    def render(self, records):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(CSV_FIELDS + self.tags)
+        for r in records:
+            row = ["" if r.get(k) is None else r.get(k) for k in CSV_FIELDS]
+            scores = r.get("tags") or {}
+            row += [scores.get(t, "") for t in self.tags]
+            w.writerow(row)
+        return buf.getvalue()
+
+
+class _JsonlWriter:
+    def __init__(self, output: str | None, append: bool):
+        if output is None:
+            self.f: IO[str] = sys.stdout
+            self.own = False
+        else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(output, "a" if append else "w", encoding="utf-8")
+            self.own = True
+
+    def write(self, rec: dict) -> None:
+        self.f.write(_dumps(rec) + "\n")  # one write per record: never half a record
+        self.f.flush()
+
+    def close(self) -> None:
+        if self.own:
+            os.fsync(self.f.fileno())
+            self.f.close()
+
+
+def open_writer(fmt: str, output: str | None, tags: list[str], order: list[str], append: bool = False):
+    """A writer with `write(record)` and `close()`; `order` is the input order of paths."""
+    if fmt == "jsonl":
+        return _JsonlWriter(output, append)
+    if fmt == "json":
+        return _JsonWriter(output, tags, order)
+    if fmt == "csv":
+        return _CsvWriter(output, tags, order)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def read_done_paths(path: str | os.PathLike) -> set[str]:
+    """Prepare a JSONL output for `--resume`; returns the keys of the files already done.
+
+    Done = a whole line with `"error": null`. Failed files are retried: their lines are
+    dropped, as is a torn last line from a killed run; the file is rewritten atomically
+    with the kept lines only, so that the appended results leave one line per file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return set()
+    kept: list[str] = []
+    done: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn by a kill mid-write
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict) or "path" not in rec:
+                continue
+            if rec.get("error") is None:
+                key = path_key(str(rec["path"]))
+                if key not in done:
+                    done.add(key)
+                    kept.append(line)
+    atomic_write_text(path, "".join(kept))
+    return done
+
+
+def taggram_names(paths: Iterable[str]) -> dict[str, str]:
+    """Unique, readable file stems for taggram outputs (`dir/x.mp3` -> `dir__x.mp3`)."""
+    paths = list(paths)
+    if not paths:
+        return {}
+    absolute = [path_key(p) for p in paths]
+    try:
+        root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    except ValueError:
+        root = ""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for p, a in zip(paths, absolute):
+        rel = os.path.relpath(a, root) if root else os.path.basename(a)
+        stem = rel.replace(os.sep, "__").replace("/", "__")
+        base, i = stem, 1
+        while stem in used:
+            i += 1
+            stem = f"{base}.{i}"
+        used.add(stem)
+        names[p] = stem
+    return names
+
+
+def write_taggram(taggram, directory: str | os.PathLike, stem: str, image: bool = True) -> list[Path]:
+    """Write `<stem>.taggram.csv` (start_s, end_s, one column per tag) and
+    `<stem>.taggram.png` (tags x time) into `directory`, atomically. Returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["start_s", "end_s"] + list(taggram.tags))
+    for s, e, row in zip(taggram.start_s, taggram.end_s, taggram.scores):
+        w.writerow([f"{s:.6f}", f"{e:.6f}"] + [f"{v:.6f}" for v in row])
+    csv_path = directory / f"{stem}.taggram.csv"
+    atomic_write_text(csv_path, buf.getvalue())
+    out = [csv_path]
+    if image:
+        png = directory / f"{stem}.taggram.png"
+        _plot_taggram(taggram, png, title=stem)
+        out.append(png)
+    return out
+
+
+def _plot_taggram(taggram, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n_tags = len(taggram.tags)
+    end = float(taggram.end_s[-1]) if len(taggram.end_s) else 1.0
+    start = float(taggram.start_s[0]) if len(taggram.start_s) else 0.0
+    fig = Figure(figsize=(min(4 + 0.08 * len(taggram.scores), 24), 1.5 + 0.18 * n_tags))
+    ax = fig.add_subplot(1, 1, 1)
+    # Windows are drawn at their start times; with overlapping hops the image shows one
+    # column per window, left edge at its start.
+    im = ax.imshow(np.asarray(taggram.scores).T, aspect="auto", origin="upper", vmin=0.0, vmax=1.0,
+                   cmap="magma", interpolation="nearest", extent=(start, max(end, start + 1e-6), n_tags, 0))
+    ax.set_yticks(np.arange(n_tags) + 0.5)
+    ax.set_yticklabels(taggram.tags, fontsize=7)
+    ax.set_xlabel("time (s)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="score")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
