@@ -15,6 +15,10 @@ COMMAND_MODULES = [
     "models",
     "synth",
     "prepare",
+    "tag",
+    "embed",
+    "export",
+    "import_weights",
 ]
 
 
