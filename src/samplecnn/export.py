@@ -107,6 +107,9 @@ def export_onnx(model_or_path, out: str | os.PathLike, *, opset: int = ONNX_OPSE
             # The input-shape checks of SampleCNN are constants for a fixed window length;
             # the tracer's warnings about them are expected.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # torch >= 2.9 flags the TorchScript exporter as legacy; it is still supported
+            # and needs no extra dependency (see _export).
+            warnings.simplefilter("ignore", DeprecationWarning)
             _export(torch, model, dummy, tmp, kwargs)
         proto = onnx.load(tmp)
         meta = {
