@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "models",
     "synth",
     "prepare",
+    "train",
+    "evaluate",
     "tag",
     "embed",
     "export",

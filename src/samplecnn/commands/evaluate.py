@@ -1,0 +1,47 @@
+"""`samplecnn evaluate`: clip-level ROC-AUC / PR-AUC of a checkpoint on a store split."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint",
+        description="Score every full segment of every clip of a split, aggregate per clip "
+                    "(mean of segment scores by default) and print per-tag and macro "
+                    "ROC-AUC and PR-AUC. Tags without a positive clip in the split are "
+                    "reported and excluded from the averages.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt)")
+    p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
+                   help="segment -> clip aggregation (default mean, as in the paper)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from samplecnn.evaluation import evaluate
+    from samplecnn.metrics import format_table
+
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    result = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
+                      batch_size=args.batch_size, device=args.device,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    if args.out:
+        result.write(args.out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_table(result.metrics))
+        print(result.summary())
+    return 0

@@ -1,0 +1,47 @@
+"""`samplecnn train`: train a tagging model from a recipe config."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model on a segment store (recipes in configs/)",
+        description="Train a model as a YAML recipe describes; dotted key=value overrides "
+                    "change any setting, e.g. `data.store=stores/mtat trainer.max_epochs=3`. "
+                    "Writes config.yaml, checkpoints/{best,last}.ckpt and CSV + TensorBoard "
+                    "logs into out_dir.",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. data.store=PATH optim.lr=3e-4 trainer.devices=2")
+    p.add_argument("--config", "-c", help="recipe YAML (not needed with --resume RUN_DIR)")
+    p.add_argument("--resume", metavar="RUN_DIR|CKPT",
+                   help="continue an interrupted run exactly (from RUN_DIR/checkpoints/last.ckpt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and exit without training")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from samplecnn.training import dump_config, load_config, train
+
+    if args.config is None and args.resume is None:
+        raise ValueError("give --config FILE (a recipe from configs/) or --resume RUN_DIR")
+    if args.print_config:
+        if args.config is None:
+            raise ValueError("--print-config needs --config")
+        print(dump_config(load_config(args.config, args.overrides)), end="")
+        return 0
+    result = train(args.config, args.overrides, resume=args.resume,
+                   progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+        print(f"trained {result.epochs} epochs ({result.global_step} steps); best val_loss {loss}")
+        print(f"best: {result.best_checkpoint}")
+        print(f"last: {result.last_checkpoint}")
+    return 0

@@ -1,0 +1,258 @@
+"""Checkpoint + store -> clip-level metrics, per-tag tables and plots.
+
+Evaluation reads every full segment of every clip of the split (consecutive segments,
+at least one per clip, zero-padded), scores them with the model, aggregates the
+segment sigmoid scores per clip (mean by default, as in the paper) and computes per-tag
+ROC-AUC and PR-AUC (`samplecnn.metrics`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_model
+from .data import SegmentDataset, SegmentStore
+from .metrics import AGGREGATIONS, TagMetrics, aggregate_clips, format_table, tag_metrics
+from .models import SampleCNN
+
+
+@torch.no_grad()
+def predict_segments(model: SampleCNN, dataset: SegmentDataset, batch_size: int = 64,
+                     device: str | torch.device = "cpu", num_workers: int = 0,
+                     progress: bool = False) -> np.ndarray:
+    """Sigmoid scores float32 `(len(dataset), n_tags)` of every segment, in dataset order."""
+    model = model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, desc="evaluate", unit="batch", leave=False)
+    out = []
+    for batch in it:
+        out.append(torch.sigmoid(model(batch["audio"].to(device)).float()).cpu())
+    if not out:
+        return np.zeros((0, model.config.n_tags), np.float32)
+    return torch.cat(out).numpy()
+
+
+@dataclass
+class EvalResult:
+    """Clip-level evaluation of one checkpoint on one split.
+
+    `clip_scores` float64 `(n_clips, n_tags)` and `labels` uint8 `(n_clips, n_tags)` are
+    in the order of `clip_ids`; `metrics` holds the per-tag and macro figures.
+    """
+
+    checkpoint: str
+    store: str
+    split: str
+    aggregate: str
+    tags: list[str]
+    clip_ids: np.ndarray
+    clip_scores: np.ndarray
+    labels: np.ndarray
+    metrics: TagMetrics
+    n_segments: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def roc_auc(self) -> float:
+        return self.metrics.macro_roc_auc
+
+    @property
+    def pr_auc(self) -> float:
+        return self.metrics.macro_pr_auc
+
+    def to_dict(self) -> dict:
+        d = {"checkpoint": self.checkpoint, "store": self.store, "split": self.split,
+             "aggregate": self.aggregate, "n_segments": self.n_segments, "notes": list(self.notes)}
+        d.update(self.metrics.to_dict())
+        return d
+
+    def summary(self) -> str:
+        lines = [f"{self.split}: {self.metrics.n_clips} clips, {self.n_segments} segments, "
+                 f"{len(self.tags)} tags, aggregation {self.aggregate}"]
+        if self.metrics.excluded:
+            lines.append(f"excluded (no positive or no negative clip in {self.split}): "
+                         + ", ".join(self.metrics.excluded))
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"ROC-AUC {self.roc_auc:.4f}")
+        lines.append(f"PR-AUC {self.pr_auc:.4f}")
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+        """Write metrics.json, per_tag.csv, clip_scores.csv (and tag_roc_auc.png)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "metrics.json", "per_tag": out / "per_tag.csv",
+                 "scores": out / "clip_scores.csv"}
+        _atomic_text(paths["json"], json.dumps(self.to_dict(), indent=2))
+        rows = self.metrics.rows()
+        _atomic_csv(paths["per_tag"], ["tag", "positives", "prevalence", "roc_auc", "pr_auc"],
+                    [[r["tag"], r["positives"], r["prevalence"],
+                      "" if r["roc_auc"] is None else f"{r['roc_auc']:.6f}",
+                      "" if r["pr_auc"] is None else f"{r['pr_auc']:.6f}"] for r in rows])
+        _atomic_csv(paths["scores"], ["clip_id", *self.tags],
+                    [[str(c), *(f"{v:.6f}" for v in s)] for c, s in zip(self.clip_ids, self.clip_scores)])
+        if plots:
+            paths["plot"] = plot_tag_auc(self.metrics, out / "tag_roc_auc.png",
+                                         title=f"per-tag ROC-AUC ({self.split})")
+        return paths
+
+
+def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
+             split: str = "test", aggregate: str = "mean", batch_size: int = 64,
+             device: str | None = None, num_workers: int = 0, progress: bool = False) -> EvalResult:
+    """Evaluate a checkpoint on one split of a store (every full segment of every clip).
+
+    The model's tags are matched to the store's by name; tags the store lacks are left
+    out with a note. A store at another sample rate than the model is refused.
+    """
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
+    model = load_model(checkpoint)
+    store = store if isinstance(store, SegmentStore) else SegmentStore(store)
+    cfg = model.config
+    if store.sample_rate != cfg.sample_rate:
+        raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {checkpoint} expects "
+                         f"{cfg.sample_rate} Hz; prepare the store with --sample-rate {cfg.sample_rate}")
+    model_tags = list(cfg.tags or [])
+    if not model_tags:
+        raise ValueError(f"{checkpoint}: the checkpoint has no tag names; cannot match them to the store")
+    store_pos = {t: i for i, t in enumerate(store.tags)}
+    keep = [i for i, t in enumerate(model_tags) if t in store_pos]
+    if not keep:
+        raise ValueError(f"{store.path}: none of the checkpoint's {len(model_tags)} tags is in the store")
+    notes = []
+    missing = [t for t in model_tags if t not in store_pos]
+    if missing:
+        notes.append(f"{len(missing)} model tag(s) not in the store, not evaluated: {', '.join(missing)}")
+    if len(store.split_indices(split)) == 0:
+        raise ValueError(f"{store.path}: split {split!r} has no clips")
+    dataset = SegmentDataset(store, split, cfg.input_samples, mode="consecutive", segments_per_clip=None)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    seg_scores = predict_segments(model, dataset, batch_size, device, num_workers, progress)
+    clips, clip_scores = aggregate_clips(seg_scores[:, keep], dataset.clip_index, aggregate)
+    tags = [model_tags[i] for i in keep]
+    labels = store.labels[clips][:, [store_pos[t] for t in tags]]
+    metrics = tag_metrics(labels, clip_scores, tags)
+    return EvalResult(str(checkpoint), str(store.path), split, aggregate, tags,
+                      np.asarray(store.clip_ids)[clips], clip_scores, labels, metrics,
+                      len(dataset), notes)
+
+
+# ------------------------------------------------------------------------------ plots
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_tag_auc(metrics: TagMetrics, path: str | os.PathLike, title: str = "per-tag ROC-AUC") -> Path:
+    """Horizontal bars of each tag's ROC-AUC (sorted), the macro mean as a line."""
+    plt = _plt()
+    rows = [r for r in metrics.rows() if r["roc_auc"] is not None]
+    rows.sort(key=lambda r: r["roc_auc"])
+    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.22 * len(rows) + 1)))
+    ax.barh([r["tag"] for r in rows], [r["roc_auc"] for r in rows], color="#4878a8")
+    ax.axvline(metrics.macro_roc_auc, color="k", ls="--", lw=1, label=f"macro {metrics.macro_roc_auc:.4f}")
+    ax.axvline(0.5, color="#c44", lw=0.8, label="chance")
+    ax.set_xlim(min(0.4, min((r["roc_auc"] for r in rows), default=0.4)), 1.0)
+    ax.set_xlabel("ROC-AUC")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    return _save(fig, path)
+
+
+def read_metrics_csv(run_dir: str | os.PathLike) -> list[dict]:
+    """The CSV logs of a run (all parts of a resumed run, later rows win), as dict rows."""
+    log_dir = Path(run_dir) / "logs" / "csv"
+    parts = sorted(log_dir.glob("metrics-*.csv"), key=lambda p: int(p.stem.split("-")[1]))
+    if (log_dir / "metrics.csv").is_file():
+        parts.append(log_dir / "metrics.csv")
+    if not parts:
+        raise FileNotFoundError(f"{log_dir}: no metrics.csv (not a `samplecnn train` run folder?)")
+    rows = []
+    for p in parts:
+        with open(p, newline="", encoding="utf-8") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def epoch_curves(run_dir: str | os.PathLike) -> dict[str, dict[int, float]]:
+    """Per-epoch values {metric: {epoch: value}} of train_loss_epoch, val_loss, val_roc_auc, lr."""
+    curves: dict[str, dict[int, float]] = {}
+    for r in read_metrics_csv(run_dir):
+        for key in ("train_loss_epoch", "val_loss", "val_roc_auc", "val_pr_auc", "lr"):
+            v = r.get(key)
+            if v not in (None, ""):
+                curves.setdefault(key, {})[int(r["epoch"])] = float(v)
+    return curves
+
+
+def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Train / validation loss, validation ROC-AUC and learning rate per epoch."""
+    plt = _plt()
+    c = epoch_curves(run_dir)
+    if not c.get("val_loss") and not c.get("train_loss_epoch"):
+        raise ValueError(f"{run_dir}: the logs hold no finished epoch yet")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for key, label in (("train_loss_epoch", "train"), ("val_loss", "valid")):
+        if key in c:
+            e = sorted(c[key])
+            axes[0].plot(e, [c[key][i] for i in e], marker=".", label=label)
+    axes[0].set(title="BCE loss", xlabel="epoch")
+    axes[0].legend()
+    for key, label in (("val_roc_auc", "ROC-AUC"), ("val_pr_auc", "PR-AUC")):
+        if key in c:
+            e = sorted(c[key])
+            axes[1].plot(e, [c[key][i] for i in e], marker=".", label=label)
+    axes[1].set(title="validation (clip level, macro)", xlabel="epoch")
+    axes[1].legend()
+    if "lr" in c:
+        e = sorted(c["lr"])
+        axes[2].plot(e, [c["lr"][i] for i in e], marker=".")
+        axes[2].set_yscale("log")
+    axes[2].set(title="learning rate", xlabel="epoch")
+    fig.tight_layout()
+    return _save(fig, path or Path(run_dir) / "plots" / "training_curves.png")
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+__all__ = ["EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",
+           "plot_training_curves", "predict_segments", "read_metrics_csv"]

@@ -1,0 +1,126 @@
+"""The DataModule over a segment store, with a sampler that makes resumes exact.
+
+Shuffling and random crops depend only on (seed, epoch), never on the global RNG, so an
+interrupted run that resumes at an epoch boundary sees exactly the batches the
+uninterrupted run would. The sampler also shards for DDP by itself (rank r takes every
+world-th index of the shuffled order), so that the union of the ranks' k-th batches is
+the k-th batch of a single process with `world x batch_size`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
+
+from ..data import SegmentDataset, SegmentStore
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one rank for one epoch: a (seed, epoch) permutation, sharded by rank.
+
+    `set_epoch(e)` (called by Lightning before each epoch's iterator is made) also
+    redraws the dataset's random crops, so crops and order move together. Shards are
+    padded by wrapping around to equal length, as DDP needs equal batch counts.
+    """
+
+    def __init__(self, dataset: SegmentDataset, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset = dataset
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(self.epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(n)
+        else:
+            order = np.arange(n)
+        total = len(self) * self.world_size
+        if total > n:
+            order = np.concatenate([order, order[: total - n]])
+        return iter(order[self.rank::self.world_size].tolist())
+
+
+class SegmentDataModule(L.LightningDataModule):
+    """Train / valid (/ test) segments of a store for one model's segment length.
+
+    Batches are dicts: `audio` float32 `(B, 1, segment_samples)`, `target` float32
+    `(B, n_tags)`, `clip` int64 `(B,)`.
+    """
+
+    def __init__(self, store: str, segment_samples: int, seed: int = 0,
+                 train_mode: str = "consecutive", segments_per_clip: int = 10,
+                 valid_segments_per_clip: int = 10, batch_size: int = 23,
+                 eval_batch_size: int = 64, num_workers: int = 0,
+                 pin_memory: bool = False):
+        super().__init__()
+        self.store_path = str(store)
+        self.segment_samples = int(segment_samples)
+        self.seed = int(seed)
+        self.train_mode = train_mode
+        self.segments_per_clip = int(segments_per_clip)
+        self.valid_segments_per_clip = int(valid_segments_per_clip)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.store = SegmentStore(self.store_path)
+        counts = self.store.split_counts()
+        for split in ("train", "valid"):
+            if counts.get(split, 0) == 0:
+                raise ValueError(f"{self.store_path}: the store has no {split!r} clips; "
+                                 "training needs train and valid splits")
+        self.train_set: SegmentDataset | None = None
+        self.valid_set: SegmentDataset | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        return self.store.tags
+
+    @property
+    def sample_rate(self) -> int:
+        return self.store.sample_rate
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = SegmentDataset(self.store, "train", self.segment_samples,
+                                            mode=self.train_mode,
+                                            segments_per_clip=self.segments_per_clip,
+                                            seed=self.seed)
+            self.valid_set = SegmentDataset(self.store, "valid", self.segment_samples,
+                                            mode="consecutive",
+                                            segments_per_clip=self.valid_segments_per_clip)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, dataset: SegmentDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world = self._rank_world()
+        sampler = EpochSampler(dataset, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=False, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)

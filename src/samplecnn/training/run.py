@@ -1,0 +1,233 @@
+"""`train(config)`: config -> model + data + Trainer -> checkpoints and logs in a run folder.
+
+Run folder layout (`out_dir`):
+
+    config.yaml                 the resolved config (what `--resume` reads back)
+    checkpoints/best.ckpt       lowest validation loss (Lightning checkpoint, loads with
+    checkpoints/last.ckpt       `samplecnn.checkpoint.load_model`); last = end of last epoch
+    logs/csv/metrics.csv        per-step / per-epoch metrics (earlier parts of a resumed
+                                run are kept as metrics-<n>.csv)
+    logs/tb/                    TensorBoard events
+    train_summary.json          best/last paths, best validation loss, epochs run
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..checkpoint import atomic_torch_save
+from ..data import SegmentStore
+from ..models import get_model_config
+from .config import load_config, write_config
+from .datamodule import SegmentDataModule
+from .module import TaggingModule
+from .schedule import LRStageSchedule
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary name, then renamed: a kill during
+    a save never leaves a torn `last.ckpt` behind."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    best_checkpoint: str
+    last_checkpoint: str
+    best_val_loss: float | None
+    epochs: int
+    global_step: int
+    stopped_by_schedule: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_model_config(config: dict, store: SegmentStore, warn=print) -> dict:
+    """The model config for a run: registry entry + overrides + the store's tags and rate."""
+    m = dict(config["model"])
+    name = m.pop("name")
+    registered = get_model_config(name, **{k: v for k, v in m.items() if k not in ("tags", "n_tags")})
+    if registered.sample_rate != store.sample_rate:
+        warn(f"note: {name} is set up for {registered.sample_rate} Hz but the store "
+             f"{store.path} is at {store.sample_rate} Hz; the model is trained at "
+             f"{store.sample_rate} Hz, so one {registered.input_samples}-sample segment lasts "
+             f"{registered.input_samples / store.sample_rate:.3f} s instead of "
+             f"{registered.duration_s:.3f} s")
+    if store.sample_rate < 8000:
+        raise ValueError(f"{store.path}: sample rate {store.sample_rate} Hz is too low for "
+                         "music tagging (expected 16000 or 22050 Hz)")
+    m["tags"] = list(store.tags)
+    m["n_tags"] = len(store.tags)
+    m["sample_rate"] = store.sample_rate
+    return get_model_config(name, **m).to_dict()
+
+
+def _find_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
+    """`--resume RUN_DIR` or `--resume CKPT` -> (run folder, checkpoint to resume)."""
+    p = Path(resume)
+    if p.is_dir():
+        ckpt = p / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{p}: no checkpoints/last.ckpt to resume from")
+        return p, ckpt
+    if p.is_file():
+        run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        return run, p
+    raise FileNotFoundError(f"{p}: no such run folder or checkpoint")
+
+
+def _rotate_csv(log_dir: Path) -> None:
+    # CSVLogger deletes an existing metrics.csv; keep the earlier part of a resumed run.
+    f = log_dir / "metrics.csv"
+    if f.is_file():
+        n = 1
+        while (log_dir / f"metrics-{n}.csv").exists():
+            n += 1
+        os.replace(f, log_dir / f"metrics-{n}.csv")
+
+
+def _trainer_kwargs(t: dict) -> dict:
+    kw = dict(
+        max_epochs=int(t["max_epochs"]),
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=int(t["num_nodes"]),
+        strategy=t["strategy"],
+        precision=t["precision"],
+        sync_batchnorm=bool(t["sync_batchnorm"]),
+        gradient_clip_val=t["gradient_clip_val"],
+        log_every_n_steps=int(t["log_every_n_steps"]),
+        deterministic=bool(t["deterministic"]),
+    )
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if t[key] is not None:
+            kw[key] = t[key]
+    return kw
+
+
+def train(config: dict | str | os.PathLike | None = None, overrides: list[str] | None = None,
+          resume: str | os.PathLike | None = None, progress: bool | None = None,
+          log=print) -> TrainResult:
+    """Train a tagging model as a config describes; see the module docstring for outputs.
+
+    Args:
+        config: a resolved config dict, a YAML path, or None with `resume` (the run's
+            own config.yaml is used).
+        overrides: dotted `key=value` strings applied on top (e.g. "trainer.max_epochs=3").
+        resume: a run folder or a checkpoint: continue it exactly (weights, optimizer,
+            schedule, epoch counters).
+        progress: progress bars (default: the config's `trainer.progress_bar`).
+        log: receives one-line notes (None: silent).
+    """
+    log = log or (lambda *a, **k: None)
+    resume_ckpt = None
+    if resume is not None:
+        run_dir, resume_ckpt = _find_resume(resume)
+        if config is None:
+            if not (run_dir / "config.yaml").is_file():
+                raise FileNotFoundError(f"{run_dir}: no config.yaml to resume with; pass --config")
+            config = run_dir / "config.yaml"
+    if config is None:
+        raise ValueError("a config is required (--config FILE)")
+    if isinstance(config, dict):
+        cfg = load_config(None, overrides, base=config)
+    else:
+        cfg = load_config(config, overrides)
+    if resume is not None and "out_dir=" not in " ".join(overrides or []):
+        cfg["out_dir"] = str(run_dir)
+    if not cfg["data"]["store"]:
+        raise ValueError("data.store is not set: pass data.store=PATH (a store made by `samplecnn prepare`)")
+
+    t = cfg["trainer"]
+    if t["num_threads"]:
+        torch.set_num_threads(int(t["num_threads"]))
+    seed = int(cfg["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    store = SegmentStore(cfg["data"]["store"])
+    model_config = build_model_config(cfg, store, warn=log)
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    d = cfg["data"]
+    on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
+    dm = SegmentDataModule(
+        store.path, model_config["input_samples"], seed=seed, train_mode=d["train_mode"],
+        segments_per_clip=d["segments_per_clip"], valid_segments_per_clip=d["valid_segments_per_clip"],
+        batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
+        pin_memory=on_gpu if d["pin_memory"] is None else bool(d["pin_memory"]),
+    )
+    module = TaggingModule(model_config, cfg["optim"], training_config=cfg, seed=seed)
+
+    ckpt_dir = out / "checkpoints"
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
+                              save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks: list[L.Callback] = [best_cb]
+    schedule = None
+    if cfg["optim"]["recipe"] == "paper":
+        o = cfg["optim"]
+        schedule = LRStageSchedule(o["lr_stages"], patience=o["patience"], min_delta=o["min_delta"],
+                                   reset_momentum=o["reset_momentum"])
+        callbacks.append(schedule)
+    show = t["progress_bar"] if progress is None else progress
+    if show:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t["log_every_n_steps"]) // 10)))
+
+    if resume_ckpt is not None:
+        _rotate_csv(out / "logs" / "csv")
+    with warnings.catch_warnings():
+        # _rotate_csv has already moved the earlier metrics.csv aside.
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+        loggers = [CSVLogger(str(out), name="logs", version="csv"),
+                   TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False)]
+
+    trainer = L.Trainer(
+        **_trainer_kwargs(t),
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=bool(show),
+        enable_model_summary=False,
+        use_distributed_sampler=False,   # EpochSampler shards by rank itself
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(out),
+        num_sanity_val_steps=0,
+    )
+    if trainer.is_global_zero:
+        write_config(cfg, out / "config.yaml")
+    with warnings.catch_warnings():
+        # Lightning's advice on num_workers does not apply to a memory-mapped store on a
+        # 2-core machine; everything else is shown.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+
+    best_score = best_cb.best_model_score
+    result = TrainResult(
+        out_dir=str(out),
+        best_checkpoint=str(best_cb.best_model_path or ckpt_dir / "best.ckpt"),
+        last_checkpoint=str(ckpt_dir / "last.ckpt"),
+        best_val_loss=None if best_score is None else float(best_score),
+        epochs=int(trainer.current_epoch),
+        global_step=int(trainer.global_step),
+        stopped_by_schedule=bool(schedule is not None and schedule.finished),
+    )
+    if trainer.is_global_zero:
+        tmp = out / f".train_summary.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+        os.replace(tmp, out / "train_summary.json")
+    return result
