@@ -10,7 +10,6 @@ both take `(batch, input_samples)` float32 windows.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +17,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .sources import IDLE, StreamInfo, iter_file_messages, iter_windows, worker_messages
+from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
 
 __all__ = ["Tagger", "Taggram", "Embedding", "FileResult", "TorchBackend", "OnnxBackend"]
 
 AGGREGATES = ("mean", "max")
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
 
 class TorchBackend:
@@ -510,7 +505,3 @@ class Tagger:
         return Taggram(self.tags, start_s, end_s, result.outputs,
                        float(result.info.get("duration_s") or 0.0), self.sample_rate)
 
-
-def dumps_record(rec: dict) -> str:
-    """One JSON line (no NaN: scores are finite by construction)."""
-    return json.dumps(rec, ensure_ascii=False, allow_nan=False)
