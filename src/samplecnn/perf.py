@@ -579,3 +579,250 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = tor
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
+
+
+# -- benchmarks (what `samplecnn bench` runs) --------------------------------------------
+INFER_BACKENDS = ("plain",) + BACKENDS
+
+
+def _timed(fn, iters: int, warmup: int) -> list[float]:
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _summary(times: list[float], batch: int, flops_per_segment: int) -> dict:
+    med = float(np.median(times))
+    best = float(min(times))
+    return {
+        "segments_per_s": batch / med,
+        "best_segments_per_s": batch / best,
+        "seconds_per_batch": med,
+        "gflops_per_s": batch * flops_per_segment / med / 1e9,
+        "iters": len(times),
+    }
+
+
+def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision: str = "fp32",
+                    iters: int = 5, warmup: int = 1, threads: int | None = None,
+                    device: str = "cpu", seed: int = 0) -> dict:
+    """Segments per second of the inference path for a registered variant.
+
+    Random weights (`create_model(name, seed=seed)`), random input `(batch, 1,
+    input_samples)`. backend "plain" is the eager model under `torch.inference_mode`;
+    the others are `optimize_for_inference(model, backend, precision)` -- "auto" is what
+    the Tagger's `optimize=True` runs. Returns a JSON-safe dict (`segments_per_s` is the
+    median over `iters` timed batches; `setup_s` the optimisation / export time).
+    """
+    import time
+
+    from .models import create_model
+
+    if backend not in INFER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(INFER_BACKENDS)}, got {backend!r}")
+    if batch < 1 or iters < 1:
+        raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
+    set_threads(threads)
+    model = create_model(name, seed=seed).eval().to(device)
+    x = torch.randn(batch, 1, model.input_samples, generator=torch.Generator().manual_seed(seed)).to(device)
+    t0 = time.perf_counter()
+    if backend == "plain":
+        if precision != "fp32":
+            raise ValueError("the plain backend runs fp32 only")
+        run = model
+    else:
+        run = optimize_for_inference(model, backend=backend, precision=precision)
+    setup = time.perf_counter() - t0
+
+    def step():
+        with torch.inference_mode():
+            out = run(x)
+        if out.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = _timed(step, iters, warmup)
+    resolved = type(run).__name__
+    return {"mode": "infer", "model": name, "backend": backend, "module": resolved,
+            "precision": precision, "batch": batch, "device": str(device),
+            "threads": torch.get_num_threads(), "setup_s": setup,
+            **_summary(times, batch, model.flops())}
+
+
+# -- training ----------------------------------------------------------------------------
+TRAIN_MODES = ("plain", "compile")
+
+
+def configure_backends(device: str | torch.device = "cpu", cudnn_benchmark: bool = True) -> None:
+    """Process-wide switches for fast training on `device`.
+
+    CUDA: cuDNN benchmark mode (picks the fastest convolution algorithm per shape; every
+    training batch has the same shape, so the search is paid once). TF32 stays as torch
+    sets it (on by default for cuDNN convolutions). CPU: nothing to switch -- oneDNN is
+    already used for float32 convolutions.
+    """
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+
+
+class TrainingForward:
+    """The model's forward for training steps, with opt-in speed-ups.
+
+    `__call__`: `(B, 1, input_samples)` -> float32 logits `(B, n_tags)`, with autograd.
+    The model is held by reference (parameters, buffers and checkpoint keys are the
+    model's own), so this can replace `model(x)` inside any training step.
+
+    compile: `torch.compile` the forward (inductor; fuses BN / ReLU / pooling passes
+        forward and backward; the first call compiles for ~30-60 s on 2 cores, and again
+        for a new batch shape, e.g. the last, smaller batch of an epoch).
+    precision: "bf16" runs under `torch.autocast` (CUDA, or CPUs with AVX512-BF16);
+        mixed precision changes the numbers, so it is off by default.
+    """
+
+    def __init__(self, model: nn.Module, compile: bool = False, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.model = model
+        self.precision = precision
+        self.compiled = torch.compile(model) if compile else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        fn = self.compiled if self.compiled is not None else self.model
+        if self.precision == "bf16":
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                return fn(x).float()
+        return fn(x).float()
+
+
+def prepare_for_training(model: nn.Module, mode: str = "plain", precision: str = "fp32",
+                         device: str | torch.device | None = None) -> TrainingForward:
+    """`TrainingForward` for a `TRAIN_MODES` name ("plain" or "compile"), after
+    `configure_backends(device)` (the model's device by default)."""
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"training mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
+    configure_backends(device if device is not None else next(model.parameters()).device)
+    return TrainingForward(model, compile=(mode == "compile"), precision=precision)
+
+
+def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: str = "fp32",
+                   iters: int = 5, warmup: int = 1, threads: int | None = None,
+                   device: str = "cpu", seed: int = 0) -> dict:
+    """Segments per second of a training step (forward, BCE loss, backward, SGD-Nesterov
+    update: the paper's recipe) for a registered variant with random weights, input and
+    targets. `setup_s` includes the first (compiling) step in "compile" mode."""
+    import time
+
+    from .models import create_model
+
+    if batch < 2 or iters < 1:
+        raise ValueError(f"training needs batch >= 2 (BatchNorm) and iters >= 1, got {batch} and {iters}")
+    set_threads(threads)
+    model = create_model(name, seed=seed).train().to(device)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, model.input_samples, generator=g).to(device)
+    y = (torch.rand(batch, model.config.n_tags, generator=g) < 0.1).float().to(device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    t0 = time.perf_counter()
+    fwd = prepare_for_training(model, mode, precision, device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(fwd(x), y)
+        loss.backward()
+        opt.step()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    setup = time.perf_counter() - t0
+    times = _timed(step, iters, max(0, warmup - 1))
+    return {"mode": "train", "model": name, "train_mode": mode, "precision": precision,
+            "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
+            "setup_s": setup, **_summary(times, batch, 3 * model.flops())}
+
+
+class DeviceSegmentSampler:
+    """Random-crop training batches cut from a split held, as int16, in device memory.
+
+    Yields dicts like `SegmentDataset`'s batches: `audio` float32 `(B, 1, segment_samples)`,
+    `target` float32 `(B, n_tags)`, `clip` int64 `(B,)`; `starts` int64 `(B,)` too. An
+    epoch is `segments_per_clip` crops per clip in a shuffled order (the last batch may be
+    smaller unless `drop_last`). Crops are uniform over each clip; a clip shorter than a
+    segment gives a zero-padded crop at 0, as `SegmentDataset(mode="random")`.
+
+    The whole split is copied once (`store.audio` int16: MTAT's training split at
+    22,050 Hz is ~20 GB as int16 -- it fits an 80 GB GPU; MSD does not, use the
+    DataLoader there). Each batch is one gather + one int16 -> float multiply on the
+    device, so the CPU and PCIe are out of the training loop.
+    """
+
+    def __init__(self, store, split: str | None, segment_samples: int, batch_size: int,
+                 segments_per_clip: int = 10, device: str | torch.device = "cpu",
+                 seed: int = 0, drop_last: bool = False):
+        from .data import SegmentStore
+        from .data.store import INT16_SCALE
+
+        store = store if isinstance(store, SegmentStore) else SegmentStore(store)
+        if segment_samples < 1 or batch_size < 1 or segments_per_clip < 1:
+            raise ValueError("segment_samples, batch_size and segments_per_clip must be >= 1, got "
+                             f"{segment_samples}, {batch_size} and {segments_per_clip}")
+        self.device = torch.device(device)
+        self.clips = torch.from_numpy(store.split_indices(split))
+        if len(self.clips) == 0:
+            raise ValueError(f"{store.path}: split {split!r} has no clips")
+        idx = self.clips.numpy()
+        lengths = store.lengths[idx].astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # Copy the split's clips back to back, then `segment_samples` zeros, so that a
+        # crop of a short (or the last) clip never reads past the end.
+        flat = np.zeros(int(lengths.sum()) + segment_samples, np.int16)
+        for k, i in enumerate(idx):
+            flat[offsets[k]: offsets[k] + lengths[k]] = store.clip(int(i))
+        self.audio = torch.from_numpy(flat).to(self.device)
+        self.lengths = torch.from_numpy(lengths).to(self.device)
+        self.offsets = torch.from_numpy(offsets).to(self.device)
+        self.labels = torch.from_numpy(store.labels[idx].astype(np.float32)).to(self.device)
+        self.scale = 1.0 / float(INT16_SCALE)
+        self.segment_samples = int(segment_samples)
+        self.batch_size = int(batch_size)
+        self.segments_per_clip = int(segments_per_clip)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.drop_last = drop_last
+        self._arange = torch.arange(self.segment_samples, device=self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.clips) * self.segments_per_clip
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def batch(self, rows: torch.Tensor, starts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Crops of split rows `rows` `(B,)` at `starts` `(B,)` (both on the device)."""
+        pos = self.offsets[rows, None] + starts[:, None] + self._arange
+        audio = self.audio[pos].float().mul_(self.scale)
+        # Zero what lies past a short clip's end (it belongs to the next clip).
+        audio.masked_fill_(starts[:, None] + self._arange >= self.lengths[rows, None], 0.0)
+        return {"audio": audio.unsqueeze(1), "target": self.labels[rows],
+                "clip": self.clips.to(self.device)[rows], "starts": starts}
+
+    def __iter__(self):
+        g = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
+        n_clips = len(self.clips)
+        rows = torch.arange(n_clips).repeat(self.segments_per_clip)
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        span = (torch.from_numpy(np.maximum(self.lengths.cpu().numpy() - self.segment_samples, 0))
+                + 1)[rows]
+        starts = (torch.rand(len(rows), generator=g, dtype=torch.float64) * span).long()
+        rows, starts = rows.to(self.device), starts.to(self.device)
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self.batch(rows[sl], starts[sl])
