@@ -17,10 +17,13 @@ COMMAND_MODULES = [
     "prepare",
     "train",
     "evaluate",
+    "visualize",
+    "demo",
     "tag",
     "embed",
     "export",
     "import_weights",
+    "bench",
 ]
 
 
