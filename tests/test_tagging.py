@@ -218,3 +218,12 @@ def test_real_mtat_clip(shared_dir, tagger):
     assert 28.0 < rec["duration_s"] < 30.0
     assert rec["segments"] == -(-round(rec["duration_s"] * SR) // WIN)
     assert all(0.0 <= v <= 1.0 for v in rec["tags"].values())
+
+
+def test_optimized_inference_path_gives_the_same_scores(model):
+    pytest.importorskip("samplecnn.perf")
+    x = _noise(int(2.5 * WIN), seed=6)
+    plain = Tagger.from_model(model).tag(x, sample_rate=SR)
+    fast = Tagger.from_model(create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0),
+                             optimize=True)
+    assert fast.tag(x, sample_rate=SR)["tags"] == pytest.approx(plain["tags"], abs=1e-5)
