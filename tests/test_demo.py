@@ -1,0 +1,48 @@
+"""The demo end to end, in its --quick form: every step runs and writes its outputs."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from samplecnn.cli import main
+from samplecnn.demo import demo_config
+
+
+def test_packaged_demo_config_is_a_valid_recipe():
+    from samplecnn.training import load_config
+
+    cfg = load_config(None, ["data.store=x"], base=demo_config())
+    assert cfg["model"]["name"] == "samplecnn_small" and cfg["optim"]["recipe"] == "adam"
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_step_and_reruns_from_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    roc = re.search(r"^ROC-AUC (0\.\d{4}|1\.0000)$", text, re.M)
+    pr = re.search(r"^PR-AUC (0\.\d{4}|1\.0000)$", text, re.M)
+    assert roc and pr, text
+    s = json.loads((out / "summary.json").read_text())
+    assert f"{s['roc_auc']:.4f}" == roc.group(1)
+    for rel in ("data/annotations.csv", "store/meta.json", "run/config.yaml",
+                "run/checkpoints/last.ckpt", "run/logs/csv/metrics.csv", "eval/per_tag.csv",
+                "plots/training_curves.png", "plots/tag_roc_auc.png", "plots/filters/frontend.png",
+                "tags.json"):
+        assert (out / rel).is_file(), rel
+    tags = json.loads((out / "tags.json").read_text())
+    assert len(tags) == 4 and all(len(t["tags"]) == len(json.loads(
+        (out / "store/meta.json").read_text())["tags"]) for t in tags)
+    # A rerun keeps the finished steps (no retraining) and prints the same figures.
+    mtime = (out / "run/checkpoints/last.ckpt").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--workers", "1",
+                 "--no-filters"]) == 0
+    assert (out / "run/checkpoints/last.ckpt").stat().st_mtime_ns == mtime
+    assert roc.group(0) in capsys.readouterr().out
+
+
+def test_demo_rejects_too_few_clips(tmp_path, capsys):
+    assert main(["demo", "--clips", "3", "--out", str(tmp_path / "d")]) == 2
+    assert "clips" in capsys.readouterr().err

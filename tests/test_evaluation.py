@@ -1,0 +1,116 @@
+"""Evaluation: a split lacking positives for a tag, tag matching, rate checks, plots."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from samplecnn.checkpoint import save_checkpoint
+from samplecnn.cli import main
+from samplecnn.data import SegmentDataset, SegmentStore
+from samplecnn.evaluation import evaluate, plot_training_curves, predict_segments
+from samplecnn.metrics import aggregate_clips
+from samplecnn.models import create_model
+from training_helpers import TAGS, make_learnable_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # No test clip has the tag "clicks".
+    return make_learnable_store(tmp_path_factory.mktemp("ev"), test_missing_tag="clicks")
+
+
+def _ckpt(path, tags=TAGS, sr=8000, seed=0):
+    model = create_model("samplecnn_small", n=5, input_samples=729, width=0.125,
+                         tags=list(tags), sample_rate=sr, seed=seed)
+    return save_checkpoint(path, model), model
+
+
+def test_split_without_positives_for_a_tag_is_reported_not_fatal(store, tmp_path, capsys):
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt")
+    r = evaluate(ckpt, store, "test")
+    assert r.metrics.excluded == ["clicks"]
+    assert r.tags == list(TAGS) and np.isnan(r.metrics.roc_auc[TAGS.index("clicks")])
+    assert np.isfinite(r.roc_auc) and np.isfinite(r.pr_auc)
+    assert "excluded" in r.summary() and "clicks" in r.summary()
+    assert main(["evaluate", str(ckpt), "--data", str(store), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "ROC-AUC " in out and "clicks" in out
+
+
+def test_clip_scores_are_the_mean_of_every_segment(store, tmp_path):
+    ckpt, model = _ckpt(tmp_path / "m.ckpt")
+    r = evaluate(ckpt, store, "valid")
+    st = SegmentStore(store)
+    ds = SegmentDataset(st, "valid", 729, segments_per_clip=None)
+    # Every full segment of each 2 s clip at 8 kHz: 16000 // 729 = 21.
+    assert r.n_segments == len(ds) == 21 * len(st.split_indices("valid"))
+    # Independent computation: clip by clip, loop over its segments.
+    model.eval()
+    with torch.no_grad():
+        for k, c in enumerate(st.split_indices("valid")):
+            x = st.clip_float(c)[: 21 * 729].reshape(21, 1, 729)
+            expected = torch.sigmoid(model(torch.from_numpy(x))).mean(0).numpy()
+            np.testing.assert_allclose(r.clip_scores[k], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(r.labels, st.labels[st.split_indices("valid")])
+    # max aggregation is never below mean.
+    r_max = evaluate(ckpt, store, "valid", aggregate="max")
+    assert np.all(r_max.clip_scores >= r.clip_scores - 1e-9)
+
+
+def test_tags_are_matched_by_name_and_missing_ones_noted(store, tmp_path):
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt", tags=("high", "low", "unknown tag"))
+    r = evaluate(ckpt, store, "valid")
+    assert r.tags == ["high", "low"]
+    st = SegmentStore(store)
+    np.testing.assert_array_equal(r.labels[:, 0], st.labels[st.split_indices("valid"), TAGS.index("high")])
+    assert any("unknown tag" in n for n in r.notes)
+    ckpt2, _ = _ckpt(tmp_path / "n.ckpt", tags=("a", "b"))
+    with pytest.raises(ValueError, match="none of the checkpoint"):
+        evaluate(ckpt2, store, "valid")
+
+
+def test_sample_rate_mismatch_is_refused(store, tmp_path, capsys):
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt", sr=16000)
+    with pytest.raises(ValueError, match="8000 Hz"):
+        evaluate(ckpt, store, "test")
+    assert main(["evaluate", str(ckpt), "--data", str(store)]) == 2
+    assert "16000" in capsys.readouterr().err
+
+
+def test_write_outputs_and_plots(store, tmp_path):
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt")
+    r = evaluate(ckpt, store, "test")
+    paths = r.write(tmp_path / "ev")
+    d = json.loads(paths["json"].read_text())
+    assert d["excluded_tags"] == ["clicks"] and d["macro_roc_auc"] == pytest.approx(r.roc_auc)
+    lines = paths["per_tag"].read_text().splitlines()
+    assert lines[0] == "tag,positives,prevalence,roc_auc,pr_auc" and len(lines) == 1 + len(TAGS)
+    assert paths["plot"].stat().st_size > 1000
+
+
+def test_training_curves_need_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.csv"):
+        plot_training_curves(tmp_path)
+    log = tmp_path / "logs" / "csv"
+    log.mkdir(parents=True)
+    (log / "metrics-1.csv").write_text("epoch,step,train_loss_epoch,val_loss,val_roc_auc,lr\n"
+                                       "0,9,0.7,0.6,0.55,0.01\n1,19,0.6,0.5,0.62,0.01\n")
+    (log / "metrics.csv").write_text("epoch,step,train_loss_epoch,val_loss,val_roc_auc,lr\n"
+                                     "1,19,0.6,0.45,0.64,0.01\n2,29,0.5,0.4,0.7,0.002\n")
+    from samplecnn.evaluation import epoch_curves
+    c = epoch_curves(tmp_path)
+    assert c["val_loss"] == {0: 0.6, 1: 0.45, 2: 0.4}  # the resumed part wins
+    assert plot_training_curves(tmp_path).stat().st_size > 1000
+
+
+def test_predict_segments_batches_agree(store):
+    model = create_model("samplecnn_small", n=5, input_samples=729, width=0.125, n_tags=4, seed=1)
+    ds = SegmentDataset(store, "test", 729, segments_per_clip=3)
+    a = predict_segments(model, ds, batch_size=5)
+    b = predict_segments(model, ds, batch_size=64)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    clips, scores = aggregate_clips(a, ds.clip_index)
+    assert len(clips) == len(SegmentStore(store).split_indices("test"))
