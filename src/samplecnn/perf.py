@@ -797,6 +797,7 @@ class DeviceSegmentSampler:
         self.epoch = 0
         self.drop_last = drop_last
         self._arange = torch.arange(self.segment_samples, device=self.device)
+        self._windows = self.audio.unfold(0, self.segment_samples, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -807,8 +808,9 @@ class DeviceSegmentSampler:
 
     def batch(self, rows: torch.Tensor, starts: torch.Tensor) -> dict[str, torch.Tensor]:
         """Crops of split rows `rows` `(B,)` at `starts` `(B,)` (both on the device)."""
-        pos = self.offsets[rows, None] + starts[:, None] + self._arange
-        audio = self.audio[pos].float().mul_(self.scale)
+        # `_windows` is an (n - S + 1, S) strided view of the flat audio (no copy); rows
+        # of it are the crops, so indexing copies B x S values with only B indices.
+        audio = self._windows[self.offsets[rows] + starts].float().mul_(self.scale)
         # Zero what lies past a short clip's end (it belongs to the next clip).
         audio.masked_fill_(starts[:, None] + self._arange >= self.lengths[rows, None], 0.0)
         return {"audio": audio.unsqueeze(1), "target": self.labels[rows],
