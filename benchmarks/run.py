@@ -233,8 +233,6 @@ def write_mp3s(folder: Path, n: int, seconds: float, sr: int = 16000, seed: int 
 
 def tag_point(paths: list[str], workers: int, batch: int, optimize: bool = True) -> dict:
     """Tag `paths` with a random-weight 3^9 Tagger; seconds, windows, peak RSS (MiB)."""
-    import resource
-
     from samplecnn.models import create_model
     from samplecnn.tagging import Tagger
 
@@ -249,7 +247,16 @@ def tag_point(paths: list[str], workers: int, batch: int, optimize: bool = True)
         windows += len(r.starts)
     secs = time.perf_counter() - t0
     return {"seconds": secs, "windows": windows,
-            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage: its ru_maxrss survives fork + exec,
+    so a child started by a big parent reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_point(kind: str, **kw) -> dict:
@@ -263,12 +270,10 @@ def run_point(kind: str, **kw) -> dict:
 
 
 def infer_point(batch: int, backend: str) -> dict:
-    import resource
-
     from samplecnn.perf import bench_inference
 
     r = bench_inference("samplecnn", batch=batch, backend=backend, iters=3)
-    r["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["rss_mib"] = peak_rss_mib()
     return r
 
 
