@@ -33,6 +33,7 @@ __all__ = [
     "load_audio",
     "probe",
     "resample",
+    "stream_blocks",
     "stream_windows",
     "to_mono",
 ]
@@ -239,8 +240,15 @@ def load_audio(path: PathLike, sample_rate: int, min_samples: int = 0) -> Audio:
     )
 
 
-def _decoded_blocks(path: Path, sample_rate: int) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks at `sample_rate`, decoding and resampling incrementally."""
+def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks `(k,)` at `sample_rate`, decoding and resampling
+    incrementally (memory: one 65,536-frame block, whatever the file length).
+
+    The blocks concatenated are exactly the decoded audio, so their total length is the
+    true decoded length. This is what `stream_windows` runs on; callers that need the
+    length as well as windows (the tagger) use it directly.
+    """
+    path = Path(path)
     with _open(path) as f:
         src_sr = int(f.samplerate)
         stream = (
@@ -304,7 +312,7 @@ def stream_windows(
         label = "audio array"
     else:
         path = Path(source)
-        blocks = _decoded_blocks(path, sample_rate)
+        blocks = stream_blocks(path, sample_rate)
         label = str(path)
 
     buf = np.zeros(0, np.float32)

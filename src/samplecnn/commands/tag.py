@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--backend", choices=["torch", "onnx"], default=None,
                    help="default: onnx for a .onnx file, else torch")
-    p.add_argument("--optimize", action="store_true",
-                   help="use the optimised inference path (samplecnn.perf), torch backend only")
+    p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=None,
+                   help="the exact fp32 fast path of samplecnn.perf (torch backend; "
+                        "default: on for the CPU)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-file error lines on stderr")
     p.set_defaults(func=run)
 

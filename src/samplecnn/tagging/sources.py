@@ -108,10 +108,9 @@ def _file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.
     header = probe(path)  # AudioError for missing / unreadable files, before any work
     info.source_sample_rate = header.sample_rate
     info.source_channels = header.channels
-    # samplecnn.audio's block decoder is what stream_windows runs on; it is used directly
-    # because tagging also needs the exact decoded length (duration_s), which
-    # stream_windows does not report.
-    yield from audio_mod._decoded_blocks(path, sample_rate)
+    # Blocks rather than stream_windows: tagging also needs the exact decoded length
+    # (duration_s), which only the blocks tell.
+    yield from audio_mod.stream_blocks(path, sample_rate)
 
 
 def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
