@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 import soundfile as sf
@@ -36,6 +36,7 @@ __all__ = [
     "stream_blocks",
     "stream_windows",
     "to_mono",
+    "windows_from_blocks",
 ]
 
 #: Extensions that folder scans pick up (lower case, with the dot).
@@ -276,6 +277,34 @@ def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
             raise AudioError(path, "no audio decoded (empty or truncated stream)")
 
 
+def windows_from_blocks(
+    blocks: Iterable[np.ndarray], window: int, hop: int, pad_last: bool = True
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Cut a stream of float32 blocks `(k,)` into `(start_sample, samples (window,))`.
+
+    Windows start at 0, hop, 2*hop, ... while they fit; with `pad_last`, one more window,
+    zero-padded at the end, covers samples left after the last full one. Only what later
+    windows need is buffered (with hop > window, gaps are skipped). Each yielded array
+    is a fresh copy.
+    """
+    buf = np.zeros(0, np.float32)
+    buf_start = 0  # absolute index of buf[0]
+    next_start = 0
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if len(buf) else block
+        while next_start + window <= buf_start + len(buf):
+            off = next_start - buf_start
+            yield next_start, np.array(buf[off : off + window], dtype=np.float32)
+            next_start += hop
+        drop = min(max(next_start - buf_start, 0), len(buf))
+        buf, buf_start = buf[drop:], buf_start + drop
+    if pad_last and next_start < buf_start + len(buf):
+        out = np.zeros(window, np.float32)
+        tail = buf[next_start - buf_start :]
+        out[: len(tail)] = tail
+        yield next_start, out
+
+
 def stream_windows(
     source: Union[PathLike, np.ndarray],
     sample_rate: int,
@@ -315,26 +344,16 @@ def stream_windows(
         blocks = stream_blocks(path, sample_rate)
         label = str(path)
 
-    buf = np.zeros(0, np.float32)
-    buf_start = 0  # absolute index of buf[0]
-    next_start = 0
-    any_sound = False
-    for block in blocks:
-        any_sound = any_sound or bool(np.any(block))
-        buf = np.concatenate([buf, block]) if len(buf) else block
-        while next_start + window <= buf_start + len(buf):
-            off = next_start - buf_start
-            yield next_start, np.array(buf[off : off + window], dtype=np.float32)
-            next_start += hop
-        # Drop what no future window needs (with hop > window, gaps are skipped too).
-        drop = min(max(next_start - buf_start, 0), len(buf))
-        buf, buf_start = buf[drop:], buf_start + drop
-    end = buf_start + len(buf)
-    if pad_last and next_start < end:
-        off = next_start - buf_start
-        out = np.zeros(window, np.float32)
-        tail = buf[off:]
-        out[: len(tail)] = tail
-        yield next_start, out
+    seen = {"samples": 0, "sound": False}
+
+    def watched(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            seen["samples"] += len(block)
+            seen["sound"] = seen["sound"] or bool(np.any(block))
+            yield block
+
+    yield from windows_from_blocks(watched(blocks), window, hop, pad_last)
+    end = seen["samples"]
+    any_sound = seen["sound"]
     if end > 0 and not any_sound:
         warnings.warn(f"{label}: digital silence", SilentAudioWarning, stacklevel=2)

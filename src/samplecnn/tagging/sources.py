@@ -170,32 +170,20 @@ def iter_windows(
     else:
         blocks = _array_blocks(source, source_sample_rate, sample_rate, info)
 
-    buf = np.zeros(0, np.float32)
-    buf_start = 0  # absolute index of buf[0]
-    next_start = 0
-    total = 0
+    def counted(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            info.samples += len(block)
+            yield block
+        # Known once the stream ends, which is before the padded last window is cut.
+        info.duration_s = info.samples / sample_rate
+
+    info.samples = 0
     with warnings.catch_warnings():
         # Digital silence is valid input for a tagger; it is scored like anything else.
         warnings.simplefilter("ignore", audio_mod.SilentAudioWarning)
-        for block in blocks:
-            total += len(block)
-            buf = np.concatenate([buf, block]) if len(buf) else block
-            while next_start + window <= buf_start + len(buf):
-                off = next_start - buf_start
-                yield next_start, np.array(buf[off: off + window], dtype=np.float32)
-                next_start += hop
-            # Keep only what later windows need (with hop > window, gaps are skipped).
-            drop = min(max(next_start - buf_start, 0), len(buf))
-            buf, buf_start = buf[drop:], buf_start + drop
-    info.samples = total
-    info.duration_s = total / sample_rate
-    if total == 0:
+        yield from audio_mod.windows_from_blocks(counted(blocks), window, hop, pad_last=True)
+    if info.samples == 0:
         raise ValueError("no audio samples")
-    if next_start < total:
-        out = np.zeros(window, np.float32)
-        tail = buf[next_start - buf_start:]
-        out[: len(tail)] = tail
-        yield next_start, out
 
 
 def error_reason(err: BaseException) -> str:
