@@ -61,7 +61,6 @@ def section_peak() -> dict:
 
 
 def ort_matmul_peak(n: int) -> float:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -15,7 +15,6 @@ resumes, so rerunning the same command finishes the job:
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from importlib import resources
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+
+from .atomic import write_json
 
 DEMO_MODEL = "samplecnn_small"
 COMPARE_MODELS = ("framecnn_small", "melcnn_small")
@@ -54,12 +55,6 @@ def _train(config: dict, run: Path, log) -> None:
         train(config, resume=run, log=log)
     else:
         train(config, log=log)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seconds: float = 10.0,
@@ -172,7 +167,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
         truth = [st.tags[j] for j in np.flatnonzero(st.labels[c])]
         tagged.append({"clip_id": str(st.clip_ids[c]), "path": str(path), "true_tags": truth,
                        "top": rec["top"], "tags": rec["tags"]})
-    _write_json(out / "tags.json", tagged)
+    write_json(out / "tags.json", tagged)
 
     # 6. plots -------------------------------------------------------------------------
     log("[6/6] plots")
@@ -206,7 +201,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(time.time() - t0, 1),
     }
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
 
 

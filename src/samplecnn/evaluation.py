@@ -8,7 +8,7 @@ ROC-AUC and PR-AUC (`samplecnn.metrics`).
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .atomic import save_figure, write_json, write_text
 from .checkpoint import load_model
 from .data import SegmentDataset, SegmentStore
 from .metrics import AGGREGATIONS, TagMetrics, aggregate_clips, format_table, tag_metrics
@@ -93,13 +94,13 @@ class EvalResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "metrics.json", "per_tag": out / "per_tag.csv",
                  "scores": out / "clip_scores.csv"}
-        _atomic_text(paths["json"], json.dumps(self.to_dict(), indent=2))
+        write_json(paths["json"], self.to_dict())
         rows = self.metrics.rows()
-        _atomic_csv(paths["per_tag"], ["tag", "positives", "prevalence", "roc_auc", "pr_auc"],
+        _write_csv(paths["per_tag"], ["tag", "positives", "prevalence", "roc_auc", "pr_auc"],
                     [[r["tag"], r["positives"], r["prevalence"],
                       "" if r["roc_auc"] is None else f"{r['roc_auc']:.6f}",
                       "" if r["pr_auc"] is None else f"{r['pr_auc']:.6f}"] for r in rows])
-        _atomic_csv(paths["scores"], ["clip_id", *self.tags],
+        _write_csv(paths["scores"], ["clip_id", *self.tags],
                     [[str(c), *(f"{v:.6f}" for v in s)] for c, s in zip(self.clip_ids, self.clip_scores)])
         if plots:
             paths["plot"] = plot_tag_auc(self.metrics, out / "tag_roc_auc.png",
@@ -171,7 +172,7 @@ def plot_tag_auc(metrics: TagMetrics, path: str | os.PathLike, title: str = "per
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def read_metrics_csv(run_dir: str | os.PathLike) -> list[dict]:
@@ -225,33 +226,15 @@ def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | N
         axes[2].set_yscale("log")
     axes[2].set(title="learning rate", xlabel="epoch")
     fig.tight_layout()
-    return _save(fig, path or Path(run_dir) / "plots" / "training_curves.png")
+    return save_figure(fig, path or Path(run_dir) / "plots" / "training_curves.png")
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 __all__ = ["EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["export_onnx", "check_onnx", "read_onnx_metadata", "ExportReport", "ONNX_OPSET"]
 
@@ -93,10 +94,8 @@ def export_onnx(model_or_path, out: str | os.PathLike, *, opset: int = ONNX_OPSE
     if cfg.tags is None:
         raise ValueError("refusing to export a model without tag names (config.tags is None)")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    # The file appears only once it is complete and, with `check`, verified.
+    with atomic_path(out) as tmp:
         dummy = torch.zeros(2, cfg.input_samples)
         kwargs = dict(
             input_names=["audio"], output_names=["logits", "scores"],
@@ -134,10 +133,6 @@ def export_onnx(model_or_path, out: str | os.PathLike, *, opset: int = ONNX_OPSE
             if max(diff_l, diff_s) > atol:
                 raise ValueError(f"{out}: ONNX Runtime and PyTorch disagree (max abs diff "
                                  f"logits {diff_l:.3g}, scores {diff_s:.3g} > {atol:g}); not written")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return ExportReport(out, diff_l, diff_s, atol, cfg.n_tags, cfg.sample_rate, cfg.input_samples)
 
 

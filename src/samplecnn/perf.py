@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import warnings
 from typing import Iterable
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_path, save_figure
 from .checkpoint import load_model
 from .models import SampleCNN
 
@@ -121,13 +122,7 @@ def plot_layer(result: LayerFilters, path: str | os.PathLike, title: str | None 
     ax.set_title(title or f"{result.layer}: spectra of gradient-ascent inputs")
     fig.colorbar(im, ax=ax, label="dB (per filter)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def visualize_filters(checkpoint: str | os.PathLike | SampleCNN, out_dir: str | os.PathLike,
@@ -154,10 +149,9 @@ def visualize_filters(checkpoint: str | os.PathLike | SampleCNN, out_dir: str | 
                          seed=seed, max_filters=max_filters)
         png = plot_layer(r, out / f"{layer}.png")
         npz = out / f"{layer}.npz"
-        tmp = out / f".{layer}.tmp{os.getpid()}.npz"
-        np.savez_compressed(tmp, inputs=r.inputs, spectra=r.spectra, peak_hz=r.peak_hz,
-                            order=r.order, sample_rate=r.sample_rate, gain=r.gain)
-        os.replace(tmp, npz)
+        with atomic_path(npz, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, inputs=r.inputs, spectra=r.spectra, peak_hz=r.peak_hz,
+                                order=r.order, sample_rate=r.sample_rate, gain=r.gain)
         results[layer] = {"png": str(png), "npz": str(npz),
                           "peak_hz_sorted": r.peak_hz[r.order].tolist()}
         if log:

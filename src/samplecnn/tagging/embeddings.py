@@ -12,11 +12,12 @@ Arrays (n = files, W = windows over all files, C = layer width):
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from samplecnn.atomic import atomic_path
 
 from .tagger import FileResult, _times
 
@@ -69,14 +70,7 @@ def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], resul
         "hop_s": np.array(tagger.hop_samples(hop) / tagger.sample_rate),
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # a file object, so no ".npz" is appended to the name
     return {"errors": [(str(paths[i]), errors[i]) for i in range(n) if errors[i]],
             "windows": int(len(windows)), "dim": int(dim)}

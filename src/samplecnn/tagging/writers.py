@@ -14,13 +14,14 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Iterable
 
 import numpy as np
 
-__all__ = ["open_writer", "read_done_paths", "write_taggram", "atomic_write_text", "path_key",
+from samplecnn.atomic import save_figure, write_text
+
+__all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key",
            "FORMATS"]
 
 FORMATS = ("json", "jsonl", "csv")
@@ -32,17 +33,6 @@ def path_key(p: str) -> str:
     return os.path.normpath(os.path.abspath(p))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dumps(rec: dict) -> str:
@@ -68,7 +58,7 @@ class _Writer:
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            atomic_write_text(self.output, text)
+            write_text(self.output, text)
 
     def render(self, records: list[dict]) -> str:
         raise NotImplementedError
@@ -150,7 +140,7 @@ def read_done_paths(path: str | os.PathLike) -> set[str]:
                 if key not in done:
                     done.add(key)
                     kept.append(line)
-    atomic_write_text(path, "".join(kept))
+    write_text(path, "".join(kept))
     return done
 
 
@@ -189,7 +179,7 @@ def write_taggram(taggram, directory: str | os.PathLike, stem: str, image: bool 
     for s, e, row in zip(taggram.start_s, taggram.end_s, taggram.scores):
         w.writerow([f"{s:.6f}", f"{e:.6f}"] + [f"{v:.6f}" for v in row])
     csv_path = directory / f"{stem}.taggram.csv"
-    atomic_write_text(csv_path, buf.getvalue())
+    write_text(csv_path, buf.getvalue())
     out = [csv_path]
     if image:
         png = directory / f"{stem}.taggram.png"
@@ -220,11 +210,4 @@ def _plot_taggram(taggram, path: Path, title: str = "") -> None:
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="score")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_figure(fig, path, dpi=100)

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from ..atomic import write_text
+
 PAPER_LR_STAGES = [0.01, 0.002, 0.0004, 0.00008, 0.000016]
 
 DEFAULTS: dict[str, Any] = {
@@ -217,9 +219,4 @@ def dump_config(config: dict) -> str:
 
 def write_config(config: dict, path: str | os.PathLike) -> Path:
     """Atomic YAML write of a resolved config."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(dump_config(config), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, dump_config(config))

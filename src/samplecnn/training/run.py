@@ -12,9 +12,7 @@ Run folder layout (`out_dir`):
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..atomic import write_json
 from ..checkpoint import atomic_torch_save
 from ..data import SegmentStore
 from ..models import get_model_config
@@ -227,7 +226,5 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         stopped_by_schedule=bool(schedule is not None and schedule.finished),
     )
     if trainer.is_global_zero:
-        tmp = out / f".train_summary.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, out / "train_summary.json")
+        write_json(out / "train_summary.json", result.to_dict())
     return result
