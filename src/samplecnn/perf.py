@@ -764,7 +764,7 @@ class DeviceSegmentSampler:
 
     def __init__(self, store, split: str | None, segment_samples: int, batch_size: int,
                  segments_per_clip: int = 10, device: str | torch.device = "cpu",
-                 seed: int = 0, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
         from .data import SegmentStore
         from .data.store import INT16_SCALE
 
@@ -795,14 +795,20 @@ class DeviceSegmentSampler:
         self.seed = int(seed)
         self.epoch = 0
         self.drop_last = drop_last
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.rank, self.world_size = int(rank), int(world_size)
         self._arange = torch.arange(self.segment_samples, device=self.device)
         self._windows = self.audio.unfold(0, self.segment_samples, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _rows_per_rank(self) -> int:
+        return -(-len(self.clips) * self.segments_per_clip // self.world_size)
+
     def __len__(self) -> int:
-        n = len(self.clips) * self.segments_per_clip
+        n = self._rows_per_rank()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batch(self, rows: torch.Tensor, starts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -823,6 +829,12 @@ class DeviceSegmentSampler:
         span = (torch.from_numpy(np.maximum(self.lengths.cpu().numpy() - self.segment_samples, 0))
                 + 1)[rows]
         starts = (torch.rand(len(rows), generator=g, dtype=torch.float64) * span).long()
+        if self.world_size > 1:
+            # As the DataLoader's EpochSampler: every rank draws the same epoch, pads it
+            # by wrapping to equal shards, and takes every world_size-th crop.
+            total = self._rows_per_rank() * self.world_size
+            rows, starts = (torch.cat([t, t[: total - len(t)]]) for t in (rows, starts))
+            rows, starts = rows[self.rank::self.world_size], starts[self.rank::self.world_size]
         rows, starts = rows.to(self.device), starts.to(self.device)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)

@@ -7,9 +7,9 @@ recipe file only states what differs (see `configs/*.yaml` and docs/training.md)
     out_dir: path                  the run folder (config, checkpoints, logs, plots)
     model: {name, <ModelConfig overrides>}
     data:  {store, train_mode, segments_per_clip, valid_segments_per_clip, batch_size,
-            eval_batch_size, num_workers}
+            eval_batch_size, num_workers, pin_memory, device_resident}
     optim: {recipe: paper|adam, ...}  (see RECIPES)
-    trainer: {max_epochs, accelerator, devices, num_nodes, strategy, precision, ...}
+    trainer: {max_epochs, accelerator, devices, num_nodes, strategy, precision, compile, ...}
 
 `base: other.yaml` (relative to the file) is loaded first and the file's keys merged
 over it, recursively; overrides from the command line come last.
@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_batch_size": 64,
         "num_workers": 4,
         "pin_memory": None,                # None: when training on a GPU
+        "device_resident": False,          # keep the train split on the device (random crops)
     },
     "optim": {
         "recipe": "paper",
@@ -59,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,
         "progress_bar": True,
         "num_threads": None,               # torch CPU threads; None: torch's default
+        "compile": False,                  # torch.compile the training forward (perf)
     },
 }
 

@@ -65,8 +65,13 @@ class SegmentDataModule(L.LightningDataModule):
                  train_mode: str = "consecutive", segments_per_clip: int = 10,
                  valid_segments_per_clip: int = 10, batch_size: int = 23,
                  eval_batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, device_resident: bool = False):
         super().__init__()
+        if device_resident and train_mode != "random":
+            raise ValueError("data.device_resident needs data.train_mode=random "
+                             "(it cuts random crops on the device)")
+        self.device_resident = bool(device_resident)
+        self._device_sampler = None
         self.store_path = str(store)
         self.segment_samples = int(segment_samples)
         self.seed = int(seed)
@@ -117,10 +122,43 @@ class SegmentDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=False, drop_last=False)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self):
         self.setup("fit")
+        if self.device_resident:
+            return self._device_batches()
         return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def _device_batches(self) -> "_EpochBatches":
+        """Training batches cut on the device from the train split held there as int16
+        (`samplecnn.perf.DeviceSegmentSampler`): no loader workers, no host copies."""
+        if self._device_sampler is None:
+            from ..perf import DeviceSegmentSampler
+
+            rank, world = self._rank_world()
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            self._device_sampler = DeviceSegmentSampler(
+                self.store, "train", self.segment_samples, self.batch_size,
+                segments_per_clip=self.segments_per_clip, device=device, seed=self.seed,
+                rank=rank, world_size=world)
+        return _EpochBatches(self._device_sampler, self)
 
     def val_dataloader(self) -> DataLoader:
         self.setup("fit")
         return self._loader(self.valid_set, self.eval_batch_size, shuffle=False)
+
+
+class _EpochBatches:
+    """One epoch of a `DeviceSegmentSampler`, keyed to the trainer's epoch, so that crops
+    and order depend only on (seed, epoch) and resumes stay exact."""
+
+    def __init__(self, sampler, datamodule: SegmentDataModule):
+        self.sampler = sampler
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        trainer = self.datamodule.trainer
+        self.sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return iter(self.sampler)

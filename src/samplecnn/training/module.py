@@ -30,13 +30,20 @@ class TaggingModule(L.LightningModule):
         optim: the resolved `optim` section (recipe and its settings).
         training_config: the whole resolved config, recorded in checkpoints.
         seed: seeds the initial weights and, per epoch, dropout.
+        compile_steps: run training steps through `torch.compile` (`samplecnn.perf`): the
+            same model and numbers up to float rounding, faster steps after a one-off
+            compilation. Validation and checkpoints use the plain model.
     """
 
     def __init__(self, model_config: dict, optim: dict, training_config: dict | None = None,
-                 seed: int = 0):
+                 seed: int = 0, compile_steps: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.model = model_from_config(model_config, seed=seed)
+        self.compile_steps = bool(compile_steps)
+        # Built on the training device in on_fit_start; not a submodule, so checkpoint
+        # keys stay the model's own.
+        self._train_forward = None
         self.optim = dict(optim)
         self.training_config = training_config or {}
         self.seed = int(seed)
@@ -47,9 +54,15 @@ class TaggingModule(L.LightningModule):
         """`(B, 1, input_samples)` -> logits `(B, n_tags)`."""
         return self.model(x)
 
+    def on_fit_start(self) -> None:
+        if self.compile_steps:
+            from ..perf import prepare_for_training
+
+            self._train_forward = prepare_for_training(self.model, "compile", device=self.device)
+
     # -- steps ---------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["audio"])
+        logits = (self._train_forward or self.model)(batch["audio"])
         loss = self.loss_fn(logits.float(), batch["target"])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=len(batch["target"]))

@@ -170,8 +170,10 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         segments_per_clip=d["segments_per_clip"], valid_segments_per_clip=d["valid_segments_per_clip"],
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
         pin_memory=on_gpu if d["pin_memory"] is None else bool(d["pin_memory"]),
+        device_resident=bool(d["device_resident"]),
     )
-    module = TaggingModule(model_config, cfg["optim"], training_config=cfg, seed=seed)
+    module = TaggingModule(model_config, cfg["optim"], training_config=cfg, seed=seed,
+                           compile_steps=bool(t["compile"]))
 
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
