@@ -41,6 +41,12 @@ def test_quick_demo_runs_every_step_and_reruns_from_its_outputs(tmp_path, capsys
                  "--no-filters"]) == 0
     assert (out / "run/checkpoints/last.ckpt").stat().st_mtime_ns == mtime
     assert roc.group(0) in capsys.readouterr().out
+    # A rerun with other training settings never reports the old run as its own.
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--workers", "1",
+                 "--no-filters", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with another configuration (trainer.max_epochs 1 -> 2)" in err
+    assert (out / "run/checkpoints/last.ckpt").stat().st_mtime_ns == mtime
 
 
 def test_demo_rejects_too_few_clips(tmp_path, capsys):

@@ -44,9 +44,41 @@ def _train_done(run: Path) -> bool:
     return (run / "train_summary.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
 
 
+# Settings that change how a run looks, not what it computes.
+_COSMETIC = {"trainer.progress_bar", "trainer.num_threads"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_same_config(config: dict, run: Path) -> None:
+    """Refuse to reuse or resume a run made with another configuration: its results
+    would be reported as this one's."""
+    stored_path = run / "config.yaml"
+    if not stored_path.is_file():
+        return
+    stored = _flatten(yaml.safe_load(stored_path.read_text(encoding="utf-8")) or {})
+    wanted = _flatten(config)
+    differ = sorted(k for k in set(stored) | set(wanted)
+                    if k not in _COSMETIC and stored.get(k) != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {stored.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:4])
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise ValueError(f"{run}: trained with another configuration ({shown}{more}); "
+                         "use another --out, or delete that folder to retrain")
+
+
 def _train(config: dict, run: Path, log) -> None:
     from samplecnn.training import train
 
+    _check_same_config(config, run)
     if _train_done(run):
         log(f"training: {run} is complete, kept")
         return
