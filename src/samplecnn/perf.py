@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .models.config import ConfigInfo
 from .models.layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFrontend,
                             ReSE2Block, SqueezeExcitation)
 
@@ -277,7 +278,7 @@ class _MLHead(nn.Module):
         return F.relu(self.fc(pooled))[:, :, None, None]
 
 
-class FusedSampleCNN(nn.Module):
+class FusedSampleCNN(ConfigInfo, nn.Module):
     """Inference-only SampleCNN on channels-last `(B, C, 1, T)` activations, BN folded.
 
     Input `(B, 1, input_samples)` or `(B, input_samples)`; `forward` -> logits
@@ -301,18 +302,6 @@ class FusedSampleCNN(nn.Module):
         self.layer_names = list(model.layer_names)
         for p in self.parameters():
             p.requires_grad_(False)
-
-    @property
-    def tags(self):
-        return self.config.tags
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def input_samples(self) -> int:
-        return self.config.input_samples
 
     def _run(self, x: torch.Tensor, stop: str | None = None) -> dict[str, torch.Tensor]:
         outs: dict[str, torch.Tensor] = {}
@@ -422,7 +411,7 @@ def _export_onnx(module: nn.Module, n_samples: int, output_names: list[str]) -> 
     return buf.getvalue()
 
 
-class OrtSampleCNN(nn.Module):
+class OrtSampleCNN(ConfigInfo, nn.Module):
     """A SampleCNN run by ONNX Runtime (CPU), behind the torch forward contract.
 
     `forward`: `(B, 1, input_samples)` float32 tensor -> logits `(B, n_tags)` tensor.
@@ -459,18 +448,6 @@ class OrtSampleCNN(nn.Module):
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         return self._ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-
-    @property
-    def tags(self):
-        return self.config.tags
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def input_samples(self) -> int:
-        return self.config.input_samples
 
     def _numpy(self, x: torch.Tensor) -> np.ndarray:
         x = _check_audio(self.config, x)

@@ -194,3 +194,22 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
+
+
+class ConfigInfo:
+    """What inference code reads off a model, from its `config` (a `ModelConfig`): shared
+    by `SampleCNN` and the optimised inference wrappers of `samplecnn.perf`."""
+
+    config: ModelConfig
+
+    @property
+    def tags(self) -> list[str] | None:
+        return self.config.tags
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def input_samples(self) -> int:
+        return self.config.input_samples

@@ -11,12 +11,12 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ConfigInfo, ModelConfig
 from .layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFrontend,
                      ReSE2Block, he_uniform_)
 
 
-class SampleCNN(nn.Module):
+class SampleCNN(ConfigInfo, nn.Module):
     """An m^n-DCNN: front end, n pooled modules, head, linear output layer.
 
     Input `(B, 1, input_samples)` (or `(B, input_samples)`) float32 audio at
@@ -61,18 +61,6 @@ class SampleCNN(nn.Module):
     @property
     def layer_names(self) -> list[str]:
         return ["frontend"] + [f"block{i + 1}" for i in range(len(self.blocks))] + ["features"]
-
-    @property
-    def tags(self) -> list[str] | None:
-        return self.config.tags
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def input_samples(self) -> int:
-        return self.config.input_samples
 
     def layer_width(self, name: str) -> int:
         """Channels of the named layer's output (the size of its embedding)."""
