@@ -292,3 +292,33 @@ def test_port_options_first_layer_padding_and_wide_head():
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 1, 59049)).shape == (1, 50)
     assert isinstance(model, SampleCNN)
+
+
+def test_cli_models_json_and_table(capsys):
+    from samplecnn.cli import main
+
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list_models()
+    for r in rows:
+        assert {"name", "family", "m", "n", "input_samples", "frames", "first_filter",
+                "layers", "params", "gflops"} <= set(r)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["samplecnn"]["params"] == 1_869_874
+    assert by_name["samplecnn"]["gflops"] == pytest.approx(3.456, abs=1e-3)
+    for frame in (729, 243, 81, 27):
+        mel = by_name[f"mel_f{frame}"]
+        assert "mel" in mel["family"] and mel["first_filter"] == frame
+    assert by_name["m3n4_59049"]["family"] == "frame-level raw"
+    assert by_name["m3n9_59049"]["family"] == "sample-level raw"
+
+    assert main(["models", "m5*"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["name", "family", "m"]
+    assert [line.split()[0] for line in table[2:]] == list_models("m5*")
+
+    assert main(["models", "samplecnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    prefix = "samplecnn models: error: unknown model 'samplecnx'; did you mean "
+    assert err.startswith(prefix) and len(err.splitlines()) == 1
+    assert "samplecnn" in err[len(prefix):].rstrip("?").split(", ")
