@@ -150,6 +150,41 @@ def test_training_forward_matches_model_and_trains():
         perf.prepare_for_training(m, "jit")
 
 
+@pytest.mark.parametrize("name", ["samplecnn_small", "framecnn_small", "melcnn_small"])
+def test_retain_mode_is_the_plain_training_step(name):
+    """mode="retain" only changes the allocator: loss, gradients, BN running statistics
+    and the optimizer's update of the model's own parameters equal the plain step's."""
+    def one_step(mode):
+        m = create_model(name, seed=0).train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        fwd = perf.prepare_for_training(m, mode)
+        assert fwd.model is m
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(4, 1, m.input_samples, generator=g)
+        y = (torch.rand(4, m.config.n_tags, generator=g) < 0.2).float()
+        torch.manual_seed(0)  # the same dropout masks
+        loss = nn.functional.binary_cross_entropy_with_logits(fwd(x), y)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in m.named_parameters()}
+        opt.step()
+        return loss.detach(), grads, m.state_dict()
+
+    loss_a, grads_a, state_a = one_step("plain")
+    loss_b, grads_b, state_b = one_step("retain")
+    assert perf.retain_freed_memory() is True
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-7)
+    assert grads_a.keys() == grads_b.keys()
+    for k in grads_a:
+        torch.testing.assert_close(grads_b[k], grads_a[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert state_a.keys() == state_b.keys()  # checkpoint keys are the model's own
+    init = create_model(name, seed=0).state_dict()
+    for k in state_a:
+        torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert not torch.equal(state_b["fc.weight"], init["fc.weight"])  # the update happened
+    bn = [k for k in init if k.endswith("running_mean")][0]
+    assert not torch.equal(state_b[bn], init[bn])  # BN statistics moved, as in the plain step
+
+
 def test_device_segment_sampler_cuts_the_store_segments(tmp_path):
     from samplecnn.data import SegmentStore, prepare_csv
     from samplecnn.testing.datasets import make_csv_folder

@@ -106,3 +106,22 @@ def test_compiled_training_steps_match_plain_training(store, tmp_path):
     # ... and the comparison is not trivial: three SGD steps moved the weights.
     assert not torch.allclose(a["model.fc.weight"], _initial_weights(plain.last_checkpoint)["fc.weight"],
                               atol=1e-4)
+
+
+def test_fast_steps_retain_trains_exactly_as_plain(store, tmp_path):
+    sections = dict(optim={"recipe": "paper", "lr_stages": [0.01], "patience": 3},
+                    trainer={"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1})
+    plain = train(tiny_config(store, tmp_path / "plain", **sections), log=None)
+    fast = train(tiny_config(store, tmp_path / "fast", **{**sections, "trainer": {
+        **sections["trainer"], "fast_steps": "retain"}}), log=None)
+    a, b = _weights(plain.last_checkpoint), _weights(fast.last_checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+    assert read_checkpoint_info(fast.last_checkpoint)["training_config"]["trainer"]["fast_steps"] == "retain"
+
+
+def test_fast_steps_must_be_a_training_mode(store, tmp_path):
+    with pytest.raises(ValueError, match="trainer.fast_steps must be one of"):
+        train(tiny_config(store, tmp_path / "bad", trainer={"fast_steps": "turbo"}), log=None)

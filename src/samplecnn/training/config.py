@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "progress_bar": True,
         "num_threads": None,               # torch CPU threads; None: torch's default
         "compile": False,                  # torch.compile the training forward (perf)
+        "fast_steps": None,                # a perf.TRAIN_MODES name (e.g. retain); overrides compile
     },
 }
 
@@ -189,6 +190,12 @@ def resolve_config(config: dict) -> dict:
         raise ValueError(f"unknown option(s) for optim.recipe={recipe}: {', '.join(bad)}")
     if not isinstance(out["model"], dict) or not out["model"].get("name"):
         raise ValueError("config: model.name is required (see `samplecnn models`)")
+    fast = out["trainer"]["fast_steps"]
+    if fast is not None:
+        from ..perf import TRAIN_MODES
+
+        if fast not in TRAIN_MODES:
+            raise ValueError(f"trainer.fast_steps must be one of {', '.join(TRAIN_MODES)} (or null), got {fast!r}")
     d = out["data"]
     if d["train_mode"] not in ("consecutive", "random"):
         raise ValueError(f"data.train_mode must be 'consecutive' or 'random', got {d['train_mode']!r}")

@@ -33,6 +33,8 @@ class TaggingModule(L.LightningModule):
         compile_steps: run training steps through `torch.compile` (`samplecnn.perf`): the
             same model and numbers up to float rounding, faster steps after a one-off
             compilation. Validation and checkpoints use the plain model.
+            `training_config["trainer"]["fast_steps"]` (a `perf.TRAIN_MODES` name, e.g.
+            "retain"), when set, picks the training-step mode instead.
     """
 
     def __init__(self, model_config: dict, optim: dict, training_config: dict | None = None,
@@ -54,11 +56,16 @@ class TaggingModule(L.LightningModule):
         """`(B, 1, input_samples)` -> logits `(B, n_tags)`."""
         return self.model(x)
 
+    def _fast_steps(self) -> str | None:
+        mode = (self.training_config.get("trainer") or {}).get("fast_steps")
+        return mode if mode is not None else ("compile" if self.compile_steps else None)
+
     def on_fit_start(self) -> None:
-        if self.compile_steps:
+        mode = self._fast_steps()
+        if mode is not None and mode != "plain":
             from ..perf import prepare_for_training
 
-            self._train_forward = prepare_for_training(self.model, "compile", device=self.device)
+            self._train_forward = prepare_for_training(self.model, mode, device=self.device)
 
     # -- steps ---------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
