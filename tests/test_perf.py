@@ -181,7 +181,7 @@ def test_retain_mode_is_the_plain_training_step(name):
     for k in state_a:
         torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-5, atol=1e-7, msg=k)
     assert not torch.equal(state_b["fc.weight"], init["fc.weight"])  # the update happened
-    bn = [k for k in init if k.endswith("running_mean")][0]
+    bn = next(k for k in init if k.endswith("running_mean"))
     assert not torch.equal(state_b[bn], init[bn])  # BN statistics moved, as in the plain step
 
 
