@@ -96,7 +96,7 @@ def test_compiled_training_steps_match_plain_training(store, tmp_path):
 
     counters.clear()
     fast = train(tiny_config(store, tmp_path / "fast", **{**sections, "trainer": {
-        **sections["trainer"], "compile": True}}), log=None)
+        **sections["trainer"], "fast_steps": "compile"}}), log=None)
     assert counters["stats"]["unique_graphs"] >= 1  # the steps did go through torch.compile
     a, b = _weights(plain.last_checkpoint), _weights(fast.last_checkpoint)
     assert a.keys() == b.keys()  # compiling adds no state of its own

@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("train", help="training step (forward, backward, SGD update)")
     common(q)
     q.add_argument("--mode", choices=TRAIN_MODES, default="plain",
-                   help="plain = eager step; compile = torch.compile'd model forward")
+                   help="plain = eager step; retain = glibc keeps freed memory (same numbers, "
+                        "no page faults; process-wide); compile = torch.compile'd forward; "
+                        "retain-compile = both")
     q.set_defaults(func=run)
 
 

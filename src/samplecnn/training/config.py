@@ -9,7 +9,7 @@ recipe file only states what differs (see `configs/*.yaml` and docs/training.md)
     data:  {store, train_mode, segments_per_clip, valid_segments_per_clip, batch_size,
             eval_batch_size, num_workers, pin_memory, device_resident}
     optim: {recipe: paper|adam, ...}  (see RECIPES)
-    trainer: {max_epochs, accelerator, devices, num_nodes, strategy, precision, compile, ...}
+    trainer: {max_epochs, accelerator, devices, num_nodes, strategy, precision, fast_steps, ...}
 
 `base: other.yaml` (relative to the file) is loaded first and the file's keys merged
 over it, recursively; overrides from the command line come last.
@@ -60,8 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,
         "progress_bar": True,
         "num_threads": None,               # torch CPU threads; None: torch's default
-        "compile": False,                  # torch.compile the training forward (perf)
-        "fast_steps": None,                # a perf.TRAIN_MODES name (e.g. retain); overrides compile
+        "fast_steps": "plain",             # training-step mode: a perf.TRAIN_MODES name
     },
 }
 
@@ -190,12 +189,11 @@ def resolve_config(config: dict) -> dict:
         raise ValueError(f"unknown option(s) for optim.recipe={recipe}: {', '.join(bad)}")
     if not isinstance(out["model"], dict) or not out["model"].get("name"):
         raise ValueError("config: model.name is required (see `samplecnn models`)")
-    fast = out["trainer"]["fast_steps"]
-    if fast is not None:
-        from ..perf import TRAIN_MODES
+    from ..perf import TRAIN_MODES
 
-        if fast not in TRAIN_MODES:
-            raise ValueError(f"trainer.fast_steps must be one of {', '.join(TRAIN_MODES)} (or null), got {fast!r}")
+    if out["trainer"]["fast_steps"] not in TRAIN_MODES:
+        raise ValueError(f"trainer.fast_steps must be one of {', '.join(TRAIN_MODES)}, "
+                         f"got {out['trainer']['fast_steps']!r}")
     d = out["data"]
     if d["train_mode"] not in ("consecutive", "random"):
         raise ValueError(f"data.train_mode must be 'consecutive' or 'random', got {d['train_mode']!r}")

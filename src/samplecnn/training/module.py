@@ -30,19 +30,18 @@ class TaggingModule(L.LightningModule):
         optim: the resolved `optim` section (recipe and its settings).
         training_config: the whole resolved config, recorded in checkpoints.
         seed: seeds the initial weights and, per epoch, dropout.
-        compile_steps: run training steps through `torch.compile` (`samplecnn.perf`): the
-            same model and numbers up to float rounding, faster steps after a one-off
-            compilation. Validation and checkpoints use the plain model.
-            `training_config["trainer"]["fast_steps"]` (a `perf.TRAIN_MODES` name, e.g.
-            "retain"), when set, picks the training-step mode instead.
+        fast_steps: how training steps run, a `samplecnn.perf.TRAIN_MODES` name: "plain",
+            "retain" (the allocator keeps freed memory: same numbers, 2x faster on CPU),
+            "compile" (`torch.compile`: same numbers up to rounding without dropout) or
+            "retain-compile". Validation and checkpoints always use the plain model.
     """
 
     def __init__(self, model_config: dict, optim: dict, training_config: dict | None = None,
-                 seed: int = 0, compile_steps: bool = False):
+                 seed: int = 0, fast_steps: str = "plain"):
         super().__init__()
         self.save_hyperparameters()
         self.model = model_from_config(model_config, seed=seed)
-        self.compile_steps = bool(compile_steps)
+        self.fast_steps = fast_steps
         # Built on the training device in on_fit_start; not a submodule, so checkpoint
         # keys stay the model's own.
         self._train_forward = None
@@ -56,16 +55,11 @@ class TaggingModule(L.LightningModule):
         """`(B, 1, input_samples)` -> logits `(B, n_tags)`."""
         return self.model(x)
 
-    def _fast_steps(self) -> str | None:
-        mode = (self.training_config.get("trainer") or {}).get("fast_steps")
-        return mode if mode is not None else ("compile" if self.compile_steps else None)
-
     def on_fit_start(self) -> None:
-        mode = self._fast_steps()
-        if mode is not None and mode != "plain":
+        if self.fast_steps != "plain":
             from ..perf import prepare_for_training
 
-            self._train_forward = prepare_for_training(self.model, mode, device=self.device)
+            self._train_forward = prepare_for_training(self.model, self.fast_steps, device=self.device)
 
     # -- steps ---------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -173,7 +173,7 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         device_resident=bool(d["device_resident"]),
     )
     module = TaggingModule(model_config, cfg["optim"], training_config=cfg, seed=seed,
-                           compile_steps=bool(t["compile"]))
+                           fast_steps=t["fast_steps"])
 
     ckpt_dir = out / "checkpoints"
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
