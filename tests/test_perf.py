@@ -125,6 +125,8 @@ def test_bad_options_and_inputs_are_one_line_value_errors():
     for backend in ("torch", "onnxruntime"):
         fast = perf.optimize_for_inference(m, backend=backend)
         with pytest.raises(ValueError, match="expected audio of shape"):
+            fast(torch.zeros(2, 2, m.input_samples))
+        with pytest.raises(ValueError, match=rf"expected {m.input_samples} samples per segment.*got 100"):
             fast(torch.zeros(2, 1, 100))
         with pytest.raises(ValueError, match="unknown layer"):
             fast.embed(torch.zeros(1, 1, m.input_samples), layer="block99")

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .models.config import ConfigInfo
+from .models.samplecnn import check_audio, check_layer, check_pool
 from .models.layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFrontend,
                             ReSE2Block, SqueezeExcitation)
 
@@ -305,7 +306,7 @@ class FusedSampleCNN(ConfigInfo, nn.Module):
 
     def _run(self, x: torch.Tensor, stop: str | None = None) -> dict[str, torch.Tensor]:
         outs: dict[str, torch.Tensor] = {}
-        h = self.frontend(_check_audio(self.config, x))
+        h = self.frontend(check_audio(self.config, x))
         outs["frontend"] = h
         if stop == "frontend":
             return outs
@@ -341,36 +342,16 @@ class FusedSampleCNN(ConfigInfo, nn.Module):
         """Outputs `(B, C, T)` of the named layers (float32 views)."""
         wanted = list(layers)
         for name in wanted:
-            _check_layer(self.layer_names, name)
+            check_layer(self.layer_names, name)
         deepest = max(wanted, key=self.layer_names.index)
         outs = self._run(x, stop=None if deepest == "features" else deepest)
         return {name: self._as_3d(outs[name]) for name in wanted}
 
     def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
         """`(B, 1, input_samples)` -> `(B, C)`: one layer pooled over time."""
-        _check_pool(pool)
+        check_pool(pool)
         h = self.forward_intermediates(x, [layer])[layer]
         return h.mean(dim=-1) if pool == "mean" else h.amax(dim=-1)
-
-
-def _check_audio(config, x: torch.Tensor) -> torch.Tensor:
-    """`(B, n)` or `(B, 1, n)` -> `(B, 1, n)`, with the model's own shape errors."""
-    if x.dim() == 2:
-        x = x.unsqueeze(1)
-    if x.dim() != 3 or x.shape[1] != 1 or x.shape[-1] != config.input_samples:
-        raise ValueError(f"expected audio of shape (batch, 1, {config.input_samples}) or "
-                         f"(batch, {config.input_samples}), got {tuple(x.shape)}")
-    return x
-
-
-def _check_layer(names: list[str], name: str) -> None:
-    if name not in names:
-        raise ValueError(f"unknown layer {name!r}; choose from {', '.join(names)}")
-
-
-def _check_pool(pool: str) -> None:
-    if pool not in ("mean", "max"):
-        raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------
@@ -450,7 +431,7 @@ class OrtSampleCNN(ConfigInfo, nn.Module):
         return self._ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
 
     def _numpy(self, x: torch.Tensor) -> np.ndarray:
-        x = _check_audio(self.config, x)
+        x = check_audio(self.config, x)
         return np.ascontiguousarray(x.detach().float().cpu().numpy())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -474,8 +455,8 @@ class OrtSampleCNN(ConfigInfo, nn.Module):
 
     def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
         """`(B, 1, input_samples)` -> `(B, C)`: one layer pooled over time."""
-        _check_pool(pool)
-        _check_layer(self.layer_names, layer)
+        check_pool(pool)
+        check_layer(self.layer_names, layer)
         if self._embed_session is None:
             names = [f"{n}.{p}" for n in self.layer_names for p in ("mean", "max")]
             self._embed_session = self._session(

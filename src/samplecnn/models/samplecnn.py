@@ -81,24 +81,10 @@ class SampleCNN(ConfigInfo, nn.Module):
 
     # -- forward -------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        if x.dim() != 3 or x.shape[1] != 1:
-            raise ValueError(
-                f"expected audio of shape (batch, 1, {self.config.input_samples}) or "
-                f"(batch, {self.config.input_samples}), got {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.config.input_samples:
-            raise ValueError(
-                f"expected {self.config.input_samples} samples per segment "
-                f"({self.config.duration_s:.3f} s at {self.config.sample_rate} Hz), "
-                f"got {x.shape[-1]}"
-            )
-        return x
+        return check_audio(self.config, x)
 
     def _check_layer(self, name: str) -> None:
-        if name not in self.layer_names:
-            raise ValueError(f"unknown layer {name!r}; choose from {', '.join(self.layer_names)}")
+        check_layer(self.layer_names, name)
 
     def _run(self, x: torch.Tensor, stop: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         outs: dict[str, torch.Tensor] = {}
@@ -146,10 +132,38 @@ class SampleCNN(ConfigInfo, nn.Module):
 
     def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
         """Embedding `(B, C)` of one layer, pooled over time ("mean" or "max")."""
-        if pool not in ("mean", "max"):
-            raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
+        check_pool(pool)
         h = self.forward_intermediates(x, [layer])[layer]
         return h.mean(dim=-1) if pool == "mean" else h.amax(dim=-1)
+
+
+# The input / layer / pool checks of the forward contract, shared with the optimised
+# inference wrappers of samplecnn.perf so that every path refuses bad input alike.
+def check_audio(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    """`(B, n)` or `(B, 1, n)` -> `(B, 1, n)`; ValueError quoting the shape otherwise."""
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+    if x.dim() != 3 or x.shape[1] != 1:
+        raise ValueError(
+            f"expected audio of shape (batch, 1, {config.input_samples}) or "
+            f"(batch, {config.input_samples}), got {tuple(x.shape)}"
+        )
+    if x.shape[-1] != config.input_samples:
+        raise ValueError(
+            f"expected {config.input_samples} samples per segment "
+            f"({config.duration_s:.3f} s at {config.sample_rate} Hz), got {x.shape[-1]}"
+        )
+    return x
+
+
+def check_layer(names: list[str], name: str) -> None:
+    if name not in names:
+        raise ValueError(f"unknown layer {name!r}; choose from {', '.join(names)}")
+
+
+def check_pool(pool: str) -> None:
+    if pool not in ("mean", "max"):
+        raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
 
 
 def count_flops(c: ModelConfig) -> int:
