@@ -50,7 +50,7 @@ def row(label: str, segs: float, base: float | None, extra: str = "") -> str:
 
 # -- peak ---------------------------------------------------------------------------------
 def section_peak() -> dict:
-    from samplecnn.perf import matmul_peak_gflops
+    from samplecnn.commands.bench_api import matmul_peak_gflops
 
     fp32 = matmul_peak_gflops(4096, 3)
     bf16 = matmul_peak_gflops(4096, 3, torch.bfloat16)
@@ -123,8 +123,8 @@ def section_inference(peak: dict, batch: int, n_rounds: int) -> dict:
 def section_training(batch: int, n_rounds: int, compile_: bool) -> dict:
     from torch import nn
 
-    from samplecnn import perf
     from samplecnn.models import create_model
+    from samplecnn.training.fast import prepare_for_training
 
     x = torch.randn(batch, 1, 59049)
     y = (torch.rand(batch, 50) < 0.1).float()
@@ -136,7 +136,7 @@ def section_training(batch: int, n_rounds: int, compile_: bool) -> dict:
     for label, mode, prec in modes:
         model = create_model("samplecnn", seed=0).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-        fwd = perf.prepare_for_training(model, mode, prec)
+        fwd = prepare_for_training(model, mode, prec)
 
         def step(fwd=fwd, opt=opt):
             opt.zero_grad(set_to_none=True)
@@ -174,7 +174,7 @@ def section_data(tmp: Path, train: dict) -> dict:
     from torch.utils.data import DataLoader
 
     from samplecnn.data import SegmentDataset, SegmentStore
-    from samplecnn.perf import DeviceSegmentSampler
+    from samplecnn.training.device_sampler import DeviceSegmentSampler
 
     store = SegmentStore(make_store(tmp, 40, 29.1))
     split = None
@@ -269,7 +269,7 @@ def run_point(kind: str, **kw) -> dict:
 
 
 def infer_point(batch: int, backend: str) -> dict:
-    from samplecnn.perf import bench_inference
+    from samplecnn.commands.bench_api import bench_inference
 
     r = bench_inference("samplecnn", batch=batch, backend=backend, iters=3)
     r["rss_mib"] = peak_rss_mib()

@@ -6,26 +6,38 @@ import math
 import numpy as np
 import pytest
 
-from samplecnn.metrics import aggregate_clips, format_table, tag_metrics
+from samplecnn.metrics import aggregate, aggregate_clips, format_table, tag_metrics
 
 
 def test_aggregate_mean_and_max_by_hand():
     # Clips 7 and 3, segments interleaved and unsorted.
+    # Aggregation takes logits; these are the logits of round scores.
     scores = np.array([[0.2, 0.9], [0.6, 0.1], [0.4, 0.5], [0.8, 0.3], [0.1, 0.7]])
+    logits = np.log(scores / (1 - scores))
     clips = np.array([7, 3, 7, 3, 3])
-    ids, mean = aggregate_clips(scores, clips, "mean")
+    ids, mean = aggregate_clips(logits, clips, "mean")
     assert ids.tolist() == [3, 7]
     np.testing.assert_allclose(mean, [[(0.6 + 0.8 + 0.1) / 3, (0.1 + 0.3 + 0.7) / 3],
                                       [(0.2 + 0.4) / 2, (0.9 + 0.5) / 2]])
-    _, mx = aggregate_clips(scores, clips, "max")
+    _, mx = aggregate_clips(logits, clips, "max")
     np.testing.assert_allclose(mx, [[0.8, 0.7], [0.4, 0.9]])
 
 
 def test_aggregate_logit_mean_by_hand():
-    scores = np.array([[0.5], [0.9]])
-    _, out = aggregate_clips(scores, np.array([0, 0]), "logit_mean")
+    logits = np.array([[0.0], [math.log(0.9 / 0.1)]])  # scores 0.5 and 0.9
+    _, out = aggregate_clips(logits, np.array([0, 0]), "logit_mean")
     expected = 1 / (1 + math.exp(-(0.0 + math.log(0.9 / 0.1)) / 2))
     assert out[0, 0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_aggregate_is_exact_for_extreme_logits_and_single_clips():
+    # logit_mean from logits is exact where going through rounded scores is not.
+    logits = np.array([[40.0, -40.0], [30.0, -50.0]])
+    _, out = aggregate_clips(logits, np.array([5, 5]), "logit_mean")
+    np.testing.assert_allclose(out[0], [1 / (1 + math.exp(-35.0)), 1 / (1 + math.exp(45.0))], rtol=1e-12)
+    np.testing.assert_allclose(aggregate(logits, "max"), 1 / (1 + np.exp(-logits.max(axis=0))))
+    with pytest.raises(ValueError, match="n_windows"):
+        aggregate(np.zeros((0, 2)))
 
 
 def test_aggregate_rejects_bad_input():

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from samplecnn import perf
+from samplecnn.training import fast as train_fast
+from samplecnn.training.device_sampler import DeviceSegmentSampler
 from samplecnn.cli import main
 from samplecnn.models import create_model
 
@@ -137,7 +139,7 @@ def test_bad_options_and_inputs_are_one_line_value_errors():
 def test_training_forward_matches_model_and_trains():
     m = create_model("samplecnn_small", seed=0).train()
     x = torch.randn(4, 1, m.input_samples)
-    fwd = perf.prepare_for_training(m, "plain")
+    fwd = train_fast.prepare_for_training(m, "plain")
     torch.manual_seed(0)
     a = fwd(x)
     torch.manual_seed(0)
@@ -145,11 +147,11 @@ def test_training_forward_matches_model_and_trains():
     assert torch.equal(a, b)
     a.sum().backward()
     assert all(p.grad is not None for p in m.parameters())
-    bf = perf.TrainingForward(m, precision="bf16")
+    bf = train_fast.TrainingForward(m, precision="bf16")
     out = bf(x)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="training mode must be one of"):
-        perf.prepare_for_training(m, "jit")
+        train_fast.prepare_for_training(m, "jit")
 
 
 @pytest.mark.parametrize("name", ["samplecnn_small", "framecnn_small", "melcnn_small"])
@@ -159,7 +161,7 @@ def test_retain_mode_is_the_plain_training_step(name):
     def one_step(mode):
         m = create_model(name, seed=0).train()
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-        fwd = perf.prepare_for_training(m, mode)
+        fwd = train_fast.prepare_for_training(m, mode)
         assert fwd.model is m
         g = torch.Generator().manual_seed(1)
         x = torch.randn(4, 1, m.input_samples, generator=g)
@@ -173,7 +175,7 @@ def test_retain_mode_is_the_plain_training_step(name):
 
     loss_a, grads_a, state_a = one_step("plain")
     loss_b, grads_b, state_b = one_step("retain")
-    assert perf.retain_freed_memory() is True
+    assert train_fast.retain_freed_memory() is True
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-7)
     assert grads_a.keys() == grads_b.keys()
     for k in grads_a:
@@ -197,7 +199,7 @@ def test_device_segment_sampler_cuts_the_store_segments(tmp_path):
     store = SegmentStore(tmp_path / "store")
     # Clips are 4,000 samples: 5,000 checks the zero-padded crop of a short clip.
     for seg in (3000, 5000):
-        sampler = perf.DeviceSegmentSampler(store, "train", seg, batch_size=5,
+        sampler = DeviceSegmentSampler(store, "train", seg, batch_size=5,
                                             segments_per_clip=3, seed=1)
         n_train = len(store.split_indices("train"))
         batches = list(sampler)
@@ -214,7 +216,7 @@ def test_device_segment_sampler_cuts_the_store_segments(tmp_path):
             seen += len(b["clip"])
         assert seen == n_train * 3
     # Same seed and epoch: same crops; another epoch: others.
-    s = perf.DeviceSegmentSampler(store, "train", 1000, batch_size=4, seed=1)
+    s = DeviceSegmentSampler(store, "train", 1000, batch_size=4, seed=1)
     first = next(iter(s))["starts"]
     assert torch.equal(first, next(iter(s))["starts"])
     s.set_epoch(1)

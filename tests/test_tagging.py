@@ -13,6 +13,7 @@ from samplecnn.audio import resample
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.models import create_model
 from samplecnn.tagging import Tagger, expand_paths, iter_windows
+from samplecnn.windows import WindowGrid
 
 TAGS = ["rock", "piano", "quiet"]
 SR = 16000
@@ -81,11 +82,11 @@ def test_scores_match_manual_windows(tagger, model, hop_s):
 
 def test_window_grid_pads_last_partial_window():
     x = np.arange(1, 2 * 100 + 31, dtype=np.float32)  # 230 samples, window 100
-    wins = list(iter_windows(x, 10, 100, 100, source_sample_rate=10))
+    wins = list(iter_windows(x, 10, WindowGrid(100, 100), source_sample_rate=10))
     assert [s for s, _ in wins] == [0, 100, 200]
     np.testing.assert_array_equal(wins[2][1][:30], x[200:])
     assert not wins[2][1][30:].any()
-    half = list(iter_windows(x, 10, 100, 50, source_sample_rate=10))
+    half = list(iter_windows(x, 10, WindowGrid(100, 50), source_sample_rate=10))
     # The padded window at 150 already reaches past the end: no window starts at 200.
     assert [s for s, _ in half] == [0, 50, 100, 150]
     np.testing.assert_array_equal(half[-1][1][:80], x[150:])

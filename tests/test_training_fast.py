@@ -8,7 +8,7 @@ import torch
 from samplecnn.checkpoint import read_checkpoint_info
 from samplecnn.data import SegmentStore
 from samplecnn.models import model_from_config
-from samplecnn.perf import DeviceSegmentSampler
+from samplecnn.training.device_sampler import DeviceSegmentSampler
 from samplecnn.training import train
 from samplecnn.training.datamodule import SegmentDataModule
 

@@ -24,6 +24,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .windows import WindowGrid
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "Audio",
@@ -278,31 +280,12 @@ def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
 
 
 def windows_from_blocks(
-    blocks: Iterable[np.ndarray], window: int, hop: int, pad_last: bool = True
+    blocks: Iterable[np.ndarray], window: int, hop: int, last: str = "pad"
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Cut a stream of float32 blocks `(k,)` into `(start_sample, samples (window,))`.
-
-    Windows start at 0, hop, 2*hop, ... while they fit; with `pad_last`, one more window,
-    zero-padded at the end, covers samples left after the last full one. Only what later
-    windows need is buffered (with hop > window, gaps are skipped). Each yielded array
-    is a fresh copy.
-    """
-    buf = np.zeros(0, np.float32)
-    buf_start = 0  # absolute index of buf[0]
-    next_start = 0
-    for block in blocks:
-        buf = np.concatenate([buf, block]) if len(buf) else block
-        while next_start + window <= buf_start + len(buf):
-            off = next_start - buf_start
-            yield next_start, np.array(buf[off : off + window], dtype=np.float32)
-            next_start += hop
-        drop = min(max(next_start - buf_start, 0), len(buf))
-        buf, buf_start = buf[drop:], buf_start + drop
-    if pad_last and next_start < buf_start + len(buf):
-        out = np.zeros(window, np.float32)
-        tail = buf[next_start - buf_start :]
-        out[: len(tail)] = tail
-        yield next_start, out
+    """Cut a stream of float32 blocks `(k,)` into `(start_sample, samples (window,))` on
+    the one window grid (`samplecnn.windows.WindowGrid`, whose docstring gives the
+    last-window policies "pad" and "drop")."""
+    return WindowGrid(window, hop, last).stream(blocks)
 
 
 def stream_windows(
@@ -310,7 +293,7 @@ def stream_windows(
     sample_rate: int,
     window: int,
     hop: int,
-    pad_last: bool = True,
+    last: str = "pad",
     *,
     source_sample_rate: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -319,11 +302,11 @@ def stream_windows(
     `source` is a path (decoded and resampled block by block, so memory stays around
     `window + 65,536` samples whatever the file length) or a float32 array `(n,)` /
     `(n, channels)` at `source_sample_rate` (default: `sample_rate`). `start_sample`
-    counts at `sample_rate`. Windows start at 0, hop, 2*hop, ... while they fit. With
-    `pad_last=True` one more window is yielded when samples remain after the last full
-    window, zero-padded at the end; a source shorter than one window thus yields exactly
-    one padded window. With `pad_last=False` only full windows are yielded (possibly
-    none). Each yielded array is a fresh copy. Raises `AudioError` for unusable files
+    counts at `sample_rate`. Windows follow the one window grid
+    (`samplecnn.windows.WindowGrid`): they start at 0, hop, 2*hop, ...; `last="pad"`
+    adds a zero-padded window over the samples after the last full one, `last="drop"`
+    keeps full windows only; a source shorter than one window yields exactly one padded
+    window under both. Each yielded array is a fresh copy. Raises `AudioError` for unusable files
     (possibly after some windows were yielded, for a stream that breaks midway).
     """
     window, hop = int(window), int(hop)
@@ -352,7 +335,7 @@ def stream_windows(
             seen["sound"] = seen["sound"] or bool(np.any(block))
             yield block
 
-    yield from windows_from_blocks(watched(blocks), window, hop, pad_last)
+    yield from windows_from_blocks(watched(blocks), window, hop, last)
     end = seen["samples"]
     any_sound = seen["sound"]
     if end > 0 and not any_sound:

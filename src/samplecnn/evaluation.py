@@ -28,7 +28,7 @@ from .models import SampleCNN
 def predict_segments(model: SampleCNN, dataset: SegmentDataset, batch_size: int = 64,
                      device: str | torch.device = "cpu", num_workers: int = 0,
                      progress: bool = False) -> np.ndarray:
-    """Sigmoid scores float32 `(len(dataset), n_tags)` of every segment, in dataset order."""
+    """Logits float32 `(len(dataset), n_tags)` of every segment, in dataset order."""
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     it = loader
@@ -37,7 +37,7 @@ def predict_segments(model: SampleCNN, dataset: SegmentDataset, batch_size: int 
         it = tqdm(loader, desc="evaluate", unit="batch", leave=False)
     out = []
     for batch in it:
-        out.append(torch.sigmoid(model(batch["audio"].to(device)).float()).cpu())
+        out.append(model(batch["audio"].to(device)).float().cpu())
     if not out:
         return np.zeros((0, model.config.n_tags), np.float32)
     return torch.cat(out).numpy()
@@ -140,8 +140,8 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     dataset = SegmentDataset(store, split, cfg.input_samples, mode="consecutive", segments_per_clip=None)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    seg_scores = predict_segments(model, dataset, batch_size, device, num_workers, progress)
-    clips, clip_scores = aggregate_clips(seg_scores[:, keep], dataset.clip_index, aggregate)
+    seg_logits = predict_segments(model, dataset, batch_size, device, num_workers, progress)
+    clips, clip_scores = aggregate_clips(seg_logits[:, keep], dataset.clip_index, aggregate)
     tags = [model_tags[i] for i in keep]
     labels = store.labels[clips][:, [store_pos[t] for t in tags]]
     metrics = tag_metrics(labels, clip_scores, tags)

@@ -1,8 +1,9 @@
 """Tagging metrics: clip aggregation of segment scores, per-tag and macro ROC-AUC / PR-AUC.
 
 The paper's protocol: a clip's score for a tag is the mean of its segments' sigmoid
-scores; ROC-AUC is computed per tag over the clips of the split and averaged over tags.
-PR-AUC is scikit-learn's average precision, also macro-averaged.
+scores (`aggregate_clips`, which takes the segments' logits); ROC-AUC is computed per
+tag over the clips of the split and averaged over tags. PR-AUC is scikit-learn's average
+precision, also macro-averaged.
 
 A tag whose column in the split has no positive (or no negative) clip has no defined
 ROC-AUC; such tags are reported in `TagMetrics.excluded` and left out of both macro
@@ -13,47 +14,67 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 AGGREGATIONS = ("mean", "max", "logit_mean")
 
 
-def aggregate_clips(scores: np.ndarray | torch.Tensor, clip_index: np.ndarray | torch.Tensor,
-                    how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-    """Segment scores -> clip scores, vectorised.
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
 
-    Args:
-        scores: float `(n_segments, n_tags)` sigmoid scores (probabilities in (0, 1)).
-        clip_index: int `(n_segments,)` clip of each segment (any integer ids).
-        how: "mean" (the paper), "max", or "logit_mean" (mean of the logits, then
-            sigmoid: a geometric-style average that lets one confident segment count more).
 
-    Returns:
-        `(clips, clip_scores)`: the sorted unique clip ids `(n_clips,)` and float64
-        `(n_clips, n_tags)` scores in that order.
-    """
+def check_aggregation(how: str) -> str:
     if how not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
-    s = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
-    idx = np.asarray(clip_index).astype(np.int64)
-    if s.dim() != 2 or s.shape[0] != len(idx):
-        raise ValueError(f"scores {tuple(s.shape)} and clip_index ({len(idx)},) do not match")
+    return how
+
+
+def aggregate_clips(logits: np.ndarray, clip_index: np.ndarray,
+                    how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Window (segment) logits -> clip scores: the one clip aggregation of the toolkit.
+
+    Validation, `evaluate`, `tag`, the service and the cluster engine all call this (or
+    `aggregate` for a single clip), so a clip gets the same score whichever scores it.
+
+    Args:
+        logits: float `(n_windows, n_tags)` model outputs (before the sigmoid).
+        clip_index: int `(n_windows,)` clip of each window (any integer ids).
+        how: "mean" (mean of the windows' sigmoid scores: the paper), "max" (the highest
+            window score) or "logit_mean" (sigmoid of the mean logit: a geometric-style
+            average in which one confident window counts for more).
+
+    Returns:
+        `(clips, scores)`: the sorted unique clip ids `(n_clips,)` and float64
+        `(n_clips, n_tags)` scores in (0, 1), in that order.
+    """
+    check_aggregation(how)
+    x = np.asarray(logits, dtype=np.float64)
+    idx = np.asarray(clip_index).astype(np.int64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != len(idx):
+        raise ValueError(f"logits {x.shape} and clip_index ({len(idx)},) do not match")
+    if len(idx) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, x.shape[1]))
     clips, inverse = np.unique(idx, return_inverse=True)
-    inv = torch.from_numpy(inverse.reshape(-1))
-    n, t = len(clips), s.shape[1]
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(clips))
+    bounds = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    grouped = x[order]
     if how == "max":
-        out = torch.full((n, t), -torch.inf, dtype=torch.float64)
-        out.scatter_reduce_(0, inv[:, None].expand(-1, t), s, reduce="amax")
-        return clips, out.numpy()
-    if how == "logit_mean":
-        eps = 1e-7
-        s = torch.logit(s.clamp(eps, 1 - eps))
-    counts = torch.bincount(inv, minlength=n).to(torch.float64)
-    out = torch.zeros((n, t), dtype=torch.float64).index_add_(0, inv, s) / counts[:, None]
-    if how == "logit_mean":
-        out = torch.sigmoid(out)
-    return clips, out.numpy()
+        # sigmoid is monotone: the max of the scores is the sigmoid of the max logit.
+        return clips, sigmoid(np.maximum.reduceat(grouped, bounds, axis=0))
+    if how == "mean":
+        return clips, np.add.reduceat(sigmoid(grouped), bounds, axis=0) / counts[:, None]
+    return clips, sigmoid(np.add.reduceat(grouped, bounds, axis=0) / counts[:, None])
+
+
+def aggregate(logits: np.ndarray, how: str = "mean") -> np.ndarray:
+    """The windows of one clip `(n_windows, n_tags)` -> its scores `(n_tags,)` float64."""
+    x = np.asarray(logits)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"expected logits of shape (n_windows >= 1, n_tags), got {x.shape}")
+    return aggregate_clips(x, np.zeros(len(x), np.int64), how)[1][0]
 
 
 @dataclass
@@ -120,6 +141,8 @@ def tag_metrics(y_true: np.ndarray, y_score: np.ndarray, tags: list[str] | None 
     tags = list(tags) if tags is not None else [f"tag{i}" for i in range(t)]
     if len(tags) != t:
         raise ValueError(f"{len(tags)} tag names for {t} columns")
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     if not np.all(np.isfinite(y_score)):
         raise ValueError("scores contain NaN or infinite values (did training diverge?)")
     y = (y_true > 0).astype(np.int64)

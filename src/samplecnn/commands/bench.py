@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="bench_mode", metavar="MODE")
     sub.required = True
-    from samplecnn.perf import INFER_BACKENDS, PRECISIONS, TRAIN_MODES
+    from samplecnn.commands.bench_api import INFER_BACKENDS, PRECISIONS, TRAIN_MODES
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="samplecnn", help="registered variant (default samplecnn)")
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from samplecnn.models import get_model_entry
-    from samplecnn.perf import bench_inference, bench_training
+    from samplecnn.commands.bench_api import bench_inference, bench_training
 
     get_model_entry(args.model)  # unknown names fail here with the closest matches
     if args.bench_mode == "infer":

@@ -19,8 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tags listed in `top` (default 5)")
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window, no overlap)")
-    p.add_argument("--aggregate", choices=["mean", "max"], default="mean",
-                   help="how window scores are combined per file (default mean)")
+    p.add_argument("--aggregate", choices=["mean", "max", "logit_mean"], default="mean",
+                   help="how window scores are combined per file (default mean: the mean of "
+                        "the windows' scores; logit_mean: sigmoid of the mean logit)")
+    p.add_argument("--last", choices=["pad", "drop"], default="pad",
+                   help="the samples after the last full window: pad = score them in one "
+                        "zero-padded window (default), drop = full windows only")
     p.add_argument("--format", choices=["json", "jsonl", "csv"], default="json",
                    help="output format (default json)")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="output file (default stdout)")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     try:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
-                                    workers=args.workers, batch_size=args.batch_size):
+                                    workers=args.workers, batch_size=args.batch_size, last=args.last):
             if res.error is not None:
                 failed += 1
                 if not args.quiet:

@@ -2,10 +2,8 @@
 
 Nothing here imports torch: the decoding worker processes import this module only.
 
-Window grid: windows of `window` samples (the model's `input_samples`) start at 0, hop,
-2*hop, ... at the model's rate. When samples remain after the last full window, one more
-window is taken there and zero-padded at its end, so the tail of every file is scored and
-a file shorter than one window still gets exactly one (padded) window.
+Windows follow the one window grid (`samplecnn.windows.WindowGrid`) at the model's rate,
+with the last-window policy the caller chose.
 """
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import queue as queue_mod
 import signal
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
@@ -23,6 +21,8 @@ import numpy as np
 
 from samplecnn import audio as audio_mod
 from samplecnn.audio import AUDIO_EXTENSIONS, AudioError, probe, resample, to_mono
+from samplecnn.inference.batching import IDLE
+from samplecnn.windows import WindowGrid
 
 __all__ = [
     "StreamInfo",
@@ -47,6 +47,7 @@ class StreamInfo:
     source_sample_rate: int | None = None
     source_channels: int | None = None
     samples: int = 0  # decoded samples at the model rate
+    warnings: list = field(default_factory=list)  # one-line notes about the source
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -146,8 +147,7 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
 def iter_windows(
     source,
     sample_rate: int,
-    window: int,
-    hop: int,
+    grid: WindowGrid,
     *,
     source_sample_rate: int | None = None,
     info: StreamInfo | None = None,
@@ -156,14 +156,10 @@ def iter_windows(
 
     `source` is a path (decoded block by block: memory stays near `window + 65,536`
     samples whatever the length) or an array `(samples,)` / `(samples, channels)` whose
-    rate `source_sample_rate` is required. The last partial window is zero-padded (see
-    the module docstring). `info` is filled in as the stream is read; `info.duration_s`
+    rate `source_sample_rate` is required. Windows are `grid`'s. `info` is filled in as the stream is read; `info.duration_s`
     is set when it ends. Raises `AudioError` / ValueError for unusable sources, possibly
     after some windows were yielded.
     """
-    window, hop = int(window), int(hop)
-    if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
     info = info if info is not None else StreamInfo()
     if isinstance(source, (str, os.PathLike)):
         blocks = _file_blocks(Path(source), sample_rate, info)
@@ -181,7 +177,7 @@ def iter_windows(
     with warnings.catch_warnings():
         # Digital silence is valid input for a tagger; it is scored like anything else.
         warnings.simplefilter("ignore", audio_mod.SilentAudioWarning)
-        yield from audio_mod.windows_from_blocks(counted(blocks), window, hop, pad_last=True)
+        yield from grid.stream(counted(blocks))
     if info.samples == 0:
         raise ValueError("no audio samples")
 
@@ -196,20 +192,17 @@ def error_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
 
 
-# -- message protocol shared by the in-process and the worker-process producers -------
-# ("windows", index, starts int64 (k,), windows float32 (k, window))
-# ("done", index, StreamInfo dict)
-# ("error", index, reason)
-IDLE = ("idle",)
+# -- producers of the batching loop's messages (samplecnn.inference.batching), keyed by
+# the file's index: in this process or in worker processes.
 
 
-def _file_messages(index: int, path: str, sample_rate: int, window: int, hop: int,
+def _file_messages(index: int, path: str, sample_rate: int, grid: WindowGrid,
                    chunk: int) -> Iterator[tuple]:
     info = StreamInfo()
     starts: list[int] = []
     wins: list[np.ndarray] = []
     try:
-        for start, w in iter_windows(path, sample_rate, window, hop, info=info):
+        for start, w in iter_windows(path, sample_rate, grid, info=info):
             starts.append(start)
             wins.append(w)
             if len(wins) == chunk:
@@ -222,14 +215,14 @@ def _file_messages(index: int, path: str, sample_rate: int, window: int, hop: in
         yield ("error", index, error_reason(err))
 
 
-def iter_file_messages(paths: Iterable[str], sample_rate: int, window: int, hop: int,
+def iter_file_messages(paths: Iterable[str], sample_rate: int, grid: WindowGrid,
                        chunk: int = 8) -> Iterator[tuple]:
     """Decode in this process, file after file (what `--workers 0` runs)."""
     for i, p in enumerate(paths):
-        yield from _file_messages(i, p, sample_rate, window, hop, chunk)
+        yield from _file_messages(i, p, sample_rate, grid, chunk)
 
 
-def _decode_worker(tasks, results, sample_rate: int, window: int, hop: int, chunk: int) -> None:
+def _decode_worker(tasks, results, sample_rate: int, grid: WindowGrid, chunk: int) -> None:
     # Ctrl-C goes to the whole process group; the parent decides and terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
@@ -237,11 +230,11 @@ def _decode_worker(tasks, results, sample_rate: int, window: int, hop: int, chun
         if task is None:
             break
         index, path = task
-        for msg in _file_messages(index, path, sample_rate, window, hop, chunk):
+        for msg in _file_messages(index, path, sample_rate, grid, chunk):
             results.put(msg)  # blocks when the parent is behind: bounded memory
 
 
-def worker_messages(paths: Sequence[str], sample_rate: int, window: int, hop: int,
+def worker_messages(paths: Sequence[str], sample_rate: int, grid: WindowGrid,
                     workers: int, chunk: int = 8, idle_s: float = 0.05) -> Iterator[tuple]:
     """Decode in `workers` processes; yield their messages as they arrive.
 
@@ -262,7 +255,7 @@ def worker_messages(paths: Sequence[str], sample_rate: int, window: int, hop: in
         tasks.put((i, str(p)))
     for _ in range(workers):
         tasks.put(None)
-    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, sample_rate, window, hop, chunk),
+    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, sample_rate, grid, chunk),
                          daemon=True) for _ in range(workers)]
     for proc in procs:
         proc.start()

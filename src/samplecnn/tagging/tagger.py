@@ -1,9 +1,9 @@
 """The `Tagger`: a model loaded once, applied to files, folders and arrays.
 
-Audio is cut into windows of the model's `input_samples` at the model's rate (see
-`samplecnn.tagging.sources` for the grid and the zero-padded last window); each window is
-scored with sigmoid(logits); a file's score per tag is the mean (or max) over its windows,
-as in the paper's evaluation (mean of the segments' scores).
+Audio is cut into windows of the model's `input_samples` at the model's rate on the one
+window grid (`samplecnn.windows`); the model gives each window's logits; a file's score
+per tag is the one clip aggregation of them (`samplecnn.metrics.aggregate`: by default
+the mean of the windows' sigmoid scores, as in the paper's evaluation).
 
 Backends: a PyTorch model (checkpoint) or an ONNX model written by `samplecnn export`;
 both take `(batch, input_samples)` float32 windows.
@@ -17,15 +17,20 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from samplecnn.windows import WindowGrid
+
+from samplecnn.inference.batching import score_messages
+
 from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
 
 __all__ = ["Tagger", "Taggram", "Embedding", "FileResult", "TorchBackend", "OnnxBackend"]
 
-AGGREGATES = ("mean", "max")
+from samplecnn.metrics import aggregate as aggregate_windows
+from samplecnn.metrics import check_aggregation, sigmoid
 
 
 class TorchBackend:
-    """A `SampleCNN` on a torch device. `predict`: `(B, input_samples)` -> scores `(B, n_tags)`."""
+    """A `SampleCNN` on a torch device. `logits`: `(B, input_samples)` -> `(B, n_tags)`."""
 
     name = "torch"
 
@@ -69,10 +74,9 @@ class TorchBackend:
     def _tensor(self, x: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device).unsqueeze(1)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            logits = self.model(self._tensor(x))
-            return self.torch.sigmoid(logits.float()).cpu().numpy()
+            return self.model(self._tensor(x)).float().cpu().numpy()
 
     def layer_names(self) -> list[str]:
         return list(self.model.layer_names)
@@ -119,9 +123,9 @@ class OnnxBackend:
     def input_samples(self) -> int:
         return self._input_samples
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        (scores,) = self.session.run(["scores"], {self.input_name: np.ascontiguousarray(x, np.float32)})
-        return scores
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(["logits"], {self.input_name: np.ascontiguousarray(x, np.float32)})
+        return out
 
     def layer_names(self) -> list[str]:
         return []
@@ -180,121 +184,31 @@ class FileResult:
     record: dict | None = field(default=None)
 
 
-class _FileState:
-    __slots__ = ("starts", "outputs", "received", "computed", "decoded", "info")
-
-    def __init__(self) -> None:
-        self.starts: list[np.ndarray] = []
-        self.outputs: dict[int, np.ndarray] = {}
-        self.received = 0
-        self.computed = 0
-        self.decoded = False
-        self.info: dict = {}
-
-
 def run_batched(
     paths: Sequence[str],
     compute: Callable[[np.ndarray], np.ndarray],
     *,
     sample_rate: int,
-    window: int,
-    hop: int,
+    grid: WindowGrid,
     batch_size: int,
     workers: int = 0,
     chunk: int = 8,
 ) -> Iterator[FileResult]:
-    """Run `compute` over the windows of many files, batched across files.
+    """Files -> `FileResult`s through the one batching loop
+    (`samplecnn.inference.batching.score_messages`).
 
     `compute`: `(B, window)` float32 -> `(B, D)`. Yields one `FileResult` per path as
     files finish (input order with `workers=0`, completion order otherwise). Decoding
-    runs in `workers` processes (0: in this process) while this process computes; what
-    is in flight is bounded by the batch size and the workers' queue, never by file
-    length.
+    runs in `workers` processes (0: in this process) while this process computes.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
     if workers > 0:
-        messages = worker_messages(paths, sample_rate, window, hop, workers, chunk)
+        messages = worker_messages(paths, sample_rate, grid, workers, chunk)
     else:
-        messages = iter_file_messages(paths, sample_rate, window, hop, chunk)
-    states: dict[int, _FileState] = {}
-    # Pending windows: a list of (file index, position in file, window array) chunks.
-    pend_x: list[np.ndarray] = []
-    pend_owner: list[tuple[int, int]] = []  # (file index, window ordinal)
-    pend_count = 0
-
-    def run(n: int) -> None:
-        nonlocal pend_x, pend_owner, pend_count
-        x = np.concatenate(pend_x) if len(pend_x) > 1 else pend_x[0]
-        batch, rest = x[:n], x[n:]
-        owners, pend_owner = pend_owner[:n], pend_owner[n:]
-        pend_x = [rest] if len(rest) else []
-        pend_count = len(rest)
-        out = np.asarray(compute(batch), dtype=np.float32)
-        for (fi, k), row in zip(owners, out):
-            st = states.get(fi)
-            if st is not None:  # None: the file failed after these windows were queued
-                st.outputs[k] = row
-                st.computed += 1
-
-    def finished() -> Iterator[FileResult]:
-        for fi in [fi for fi, st in states.items() if st.decoded and st.computed == st.received]:
-            st = states.pop(fi)
-            starts = np.concatenate(st.starts) if st.starts else np.zeros(0, np.int64)
-            outputs = np.stack([st.outputs[k] for k in range(st.received)])
-            yield FileResult(fi, str(paths[fi]), st.info, starts, outputs)
-
-    try:
-        for msg in messages:
-            kind = msg[0]
-            if kind == "idle":
-                if pend_count:
-                    run(pend_count)
-                    yield from finished()
-                continue
-            fi = msg[1]
-            if kind == "windows":
-                st = states.setdefault(fi, _FileState())
-                starts, wins = msg[2], msg[3]
-                st.starts.append(starts)
-                pend_x.append(wins)
-                pend_owner.extend((fi, st.received + j) for j in range(len(wins)))
-                st.received += len(wins)
-                pend_count += len(wins)
-                while pend_count >= batch_size:
-                    run(batch_size)
-            elif kind == "done":
-                st = states.setdefault(fi, _FileState())
-                st.decoded = True
-                st.info = msg[2]
-            elif kind == "error":
-                states.pop(fi, None)
-                if any(o[0] == fi for o in pend_owner):
-                    keep = [i for i, o in enumerate(pend_owner) if o[0] != fi]
-                    x = np.concatenate(pend_x) if pend_x else np.zeros((0, window), np.float32)
-                    pend_x = [x[keep]] if keep else []
-                    pend_owner = [pend_owner[i] for i in keep]
-                    pend_count = len(keep)
-                yield FileResult(fi, str(paths[fi]), {}, None, None, error=msg[2])
-            yield from finished()
-        while pend_count:
-            run(min(pend_count, batch_size))
-        yield from finished()
-    finally:
-        close = getattr(messages, "close", None)
-        if close:
-            close()
-
-
-def _hop_samples(hop_s: float | None, sample_rate: int, window: int) -> int:
-    if hop_s is None:
-        return window
-    hop = int(round(float(hop_s) * sample_rate))
-    if hop < 1:
-        raise ValueError(f"hop must be at least one sample (1/{sample_rate} s), got {hop_s} s")
-    return hop
+        messages = iter_file_messages(paths, sample_rate, grid, chunk)
+    for res in score_messages(messages, compute, batch_size):
+        yield FileResult(res.key, str(paths[res.key]), res.info, res.starts, res.outputs, res.error)
 
 
 def _times(starts: np.ndarray, window: int, sample_rate: int, duration_s: float | None):
@@ -309,7 +223,13 @@ class Tagger:
     """Scores, taggrams and embeddings from a model loaded once.
 
     Every method accepts a path or an array; an array needs its `sample_rate` (it is
-    resampled to the model's rate, never assumed to be at it).
+    resampled to the model's rate, never assumed to be at it). Windows follow the one
+    window grid (`samplecnn.windows`, `last` = "pad" or "drop") and clip scores the one
+    clip aggregation (`samplecnn.metrics.aggregate`: "mean", "max" or "logit_mean").
+
+    The low-level pair that every engine (CLI, service, cluster) builds on:
+    `logits(windows)` runs the model, `make_record(...)` turns a file's window logits
+    into its output record.
     """
 
     def __init__(self, backend: TorchBackend | OnnxBackend, batch_size: int = 16):
@@ -370,11 +290,31 @@ class Tagger:
     def window_s(self) -> float:
         return self.input_samples / self.sample_rate
 
+    def grid(self, hop: float | None = None, last: str = "pad") -> WindowGrid:
+        """The window grid for a hop in seconds (None: one window) and a last-window policy."""
+        return WindowGrid.of_seconds(self.input_samples, self.sample_rate, hop, last)
+
     def hop_samples(self, hop_s: float | None) -> int:
-        return _hop_samples(hop_s, self.sample_rate, self.input_samples)
+        return self.grid(hop_s).hop
+
+    # -- the model call ----------------------------------------------------------------
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """float32 windows `(B, input_samples)` at the model's rate -> logits `(B, n_tags)`."""
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_samples:
+            raise ValueError(f"expected windows of shape (batch, {self.input_samples}), got {x.shape}")
+        return np.asarray(self.backend.logits(x), dtype=np.float32)
+
+    def embeddings(self, windows: np.ndarray, layer: str = "features", pool: str = "mean") -> np.ndarray:
+        """float32 windows `(B, input_samples)` -> `(B, C)`: `layer` pooled over time."""
+        self.check_layer(layer, pool)
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_samples:
+            raise ValueError(f"expected windows of shape (batch, {self.input_samples}), got {x.shape}")
+        return np.asarray(self.backend.embed(x, layer, pool), dtype=np.float32)
 
     # -- single sources --------------------------------------------------------------
-    def _windows_apply(self, source, sample_rate, hop_s, fn) -> tuple[np.ndarray, np.ndarray, StreamInfo]:
+    def _windows_apply(self, source, sample_rate, grid: WindowGrid, fn) -> tuple[np.ndarray, np.ndarray, StreamInfo]:
         if not isinstance(source, (str, os.PathLike)) and sample_rate is None:
             raise ValueError(
                 "an audio array needs its sample rate: pass sample_rate=<Hz> "
@@ -383,9 +323,8 @@ class Tagger:
         if isinstance(source, (str, os.PathLike)) and sample_rate is not None:
             raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
         info = StreamInfo()
-        hop = self.hop_samples(hop_s)
         starts, outs, batch_s, batch_x = [], [], [], []
-        for start, w in iter_windows(source, self.sample_rate, self.input_samples, hop,
+        for start, w in iter_windows(source, self.sample_rate, grid,
                                      source_sample_rate=sample_rate, info=info):
             batch_s.append(start)
             batch_x.append(w)
@@ -398,51 +337,56 @@ class Tagger:
             starts.extend(batch_s)
         return np.asarray(starts, np.int64), np.concatenate(outs).astype(np.float32), info
 
-    def taggram(self, source, sample_rate: int | None = None, *, hop: float | None = None) -> Taggram:
+    def taggram(self, source, sample_rate: int | None = None, *, hop: float | None = None,
+                last: str = "pad") -> Taggram:
         """Per-window scores `(windows, n_tags)` with start/end times in seconds.
 
         `hop` in seconds (default: one window, no overlap).
         """
-        starts, scores, info = self._windows_apply(source, sample_rate, hop, self.backend.predict)
+        starts, logits, info = self._windows_apply(source, sample_rate, self.grid(hop, last), self.logits)
         start_s, end_s = _times(starts, self.input_samples, self.sample_rate, info.duration_s)
-        return Taggram(self.tags, start_s, end_s, scores, float(info.duration_s), self.sample_rate)
+        return Taggram(self.tags, start_s, end_s, sigmoid(logits).astype(np.float32),
+                       float(info.duration_s), self.sample_rate)
 
     def tag(self, source, sample_rate: int | None = None, *, hop: float | None = None,
-            aggregate: str = "mean", top_k: int = 5) -> dict:
+            aggregate: str = "mean", top_k: int = 5, last: str = "pad") -> dict:
         """The JSON record of one source: `path`, `duration_s`, `sample_rate`, `segments`,
         `tags` (every tag -> score), `top` (the `top_k` `[tag, score]` pairs), `error`.
 
         Raises for unusable input (batch runs report it in `error` instead).
         """
-        starts, scores, info = self._windows_apply(source, sample_rate, hop, self.backend.predict)
+        check_aggregation(aggregate)
+        grid = self.grid(hop, last)
+        starts, logits, info = self._windows_apply(source, sample_rate, grid, self.logits)
         path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        return self.make_record(path, scores, info.as_dict(), aggregate=aggregate, top_k=top_k,
-                                hop_s=self.hop_samples(hop) / self.sample_rate)
+        return self.make_record(path, logits, info.as_dict(), aggregate=aggregate, top_k=top_k,
+                                hop_s=grid.hop / self.sample_rate, last=last)
 
     def embed(self, source, sample_rate: int | None = None, *, layer: str = "features",
-              hop: float | None = None, pool: str = "mean") -> Embedding:
+              hop: float | None = None, pool: str = "mean", last: str = "pad") -> Embedding:
         """Per-window embeddings `(windows, C)` of `layer` (pooled over time by `pool`)
         and their mean over windows `(C,)`."""
         self.check_layer(layer, pool)
         starts, emb, info = self._windows_apply(
-            source, sample_rate, hop, lambda x: self.backend.embed(x, layer, pool))
+            source, sample_rate, self.grid(hop, last), lambda x: self.backend.embed(x, layer, pool))
         start_s, end_s = _times(starts, self.input_samples, self.sample_rate, info.duration_s)
         return Embedding(layer, emb, emb.mean(axis=0), start_s, end_s, float(info.duration_s))
 
     def check_layer(self, layer: str, pool: str = "mean") -> None:
-        if pool not in AGGREGATES:
+        if pool not in ("mean", "max"):
             raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
         names = self.backend.layer_names()
         if self.backend.name == "torch" and layer not in names:
             raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(names)}")
 
     # -- records -----------------------------------------------------------------------
-    def make_record(self, path: str | None, scores: np.ndarray | None, info: dict, *,
+    def make_record(self, path: str | None, logits: np.ndarray | None, info: dict, *,
                     aggregate: str = "mean", top_k: int = 5, hop_s: float | None = None,
-                    error: str | None = None) -> dict:
-        """Aggregate per-window scores `(windows, n_tags)` into the output record."""
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
+                    last: str = "pad", error: str | None = None,
+                    warnings: Sequence[str] = ()) -> dict:
+        """A file's window logits `(windows, n_tags)` -> its output record (the JSON
+        object of `samplecnn tag`; `error` set and `logits` None for a failed file)."""
+        check_aggregation(aggregate)
         if top_k < 0:
             raise ValueError(f"top-k must be 0 or more, got {top_k}")
         rec = {
@@ -454,45 +398,46 @@ class Tagger:
             "segments": 0,
             "window_s": round(self.window_s, 6),
             "hop_s": None if hop_s is None else round(hop_s, 6),
+            "last_window": last,
             "aggregate": aggregate,
             "tags": None,
             "top": [],
+            "warnings": list(warnings) + list(info.get("warnings") or []),
             "error": error,
         }
-        if error is not None or scores is None:
+        if error is not None or logits is None:
             return rec
-        clip = scores.mean(axis=0) if aggregate == "mean" else scores.max(axis=0)
+        clip = aggregate_windows(logits, aggregate)
         order = np.argsort(-clip, kind="stable")[: min(top_k, len(clip))]
         rec["duration_s"] = None if info.get("duration_s") is None else round(float(info["duration_s"]), 6)
-        rec["segments"] = int(len(scores))
+        rec["segments"] = int(len(logits))
         rec["tags"] = {t: round(float(s), 6) for t, s in zip(self.tags, clip)}
         rec["top"] = [[self.tags[i], round(float(clip[i]), 6)] for i in order]
         return rec
 
     # -- many files ------------------------------------------------------------------
     def tag_files(self, paths: Sequence[str], *, hop: float | None = None, aggregate: str = "mean",
-                  top_k: int = 5, workers: int = 0, batch_size: int | None = None) -> Iterator[FileResult]:
+                  top_k: int = 5, workers: int = 0, batch_size: int | None = None,
+                  last: str = "pad") -> Iterator[FileResult]:
         """Tag many files with cross-file batches; yields `FileResult`s (with `.record`
-        set, and `.outputs` the per-window scores for taggrams) as files finish."""
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
-        hop_n = self.hop_samples(hop)
-        for res in run_batched(paths, self.backend.predict, sample_rate=self.sample_rate,
-                               window=self.input_samples, hop=hop_n,
+        set, and `.outputs` the per-window logits) as files finish."""
+        check_aggregation(aggregate)
+        grid = self.grid(hop, last)
+        for res in run_batched(paths, self.logits, sample_rate=self.sample_rate, grid=grid,
                                batch_size=batch_size or self.batch_size, workers=workers):
             res.record = self.make_record(res.path, res.outputs, res.info, aggregate=aggregate,
-                                          top_k=top_k, hop_s=hop_n / self.sample_rate, error=res.error)
+                                          top_k=top_k, hop_s=grid.hop / self.sample_rate,
+                                          last=last, error=res.error)
             yield res
 
     def embed_files(self, paths: Sequence[str], *, layer: str = "features", pool: str = "mean",
                     hop: float | None = None, workers: int = 0,
-                    batch_size: int | None = None) -> Iterator[FileResult]:
+                    batch_size: int | None = None, last: str = "pad") -> Iterator[FileResult]:
         """Embeddings of many files; `FileResult.outputs` is `(n_windows, C)`."""
         self.check_layer(layer, pool)
         return run_batched(paths, lambda x: self.backend.embed(x, layer, pool),
-                           sample_rate=self.sample_rate, window=self.input_samples,
-                           hop=self.hop_samples(hop), batch_size=batch_size or self.batch_size,
-                           workers=workers)
+                           sample_rate=self.sample_rate, grid=self.grid(hop, last),
+                           batch_size=batch_size or self.batch_size, workers=workers)
 
     def taggram_of(self, result: FileResult) -> Taggram:
         """The taggram of a successful `FileResult` from `tag_files`."""
@@ -500,6 +445,6 @@ class Tagger:
             raise ValueError(f"{result.path}: no taggram ({result.error})")
         start_s, end_s = _times(result.starts, self.input_samples, self.sample_rate,
                                 result.info.get("duration_s"))
-        return Taggram(self.tags, start_s, end_s, result.outputs,
+        return Taggram(self.tags, start_s, end_s, sigmoid(result.outputs).astype(np.float32),
                        float(result.info.get("duration_s") or 0.0), self.sample_rate)
 

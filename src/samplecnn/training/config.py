@@ -189,7 +189,7 @@ def resolve_config(config: dict) -> dict:
         raise ValueError(f"unknown option(s) for optim.recipe={recipe}: {', '.join(bad)}")
     if not isinstance(out["model"], dict) or not out["model"].get("name"):
         raise ValueError("config: model.name is required (see `samplecnn models`)")
-    from ..perf import TRAIN_MODES
+    from .fast import TRAIN_MODES
 
     if out["trainer"]["fast_steps"] not in TRAIN_MODES:
         raise ValueError(f"trainer.fast_steps must be one of {', '.join(TRAIN_MODES)}, "

@@ -130,9 +130,9 @@ class SegmentDataModule(L.LightningDataModule):
 
     def _device_batches(self) -> "_EpochBatches":
         """Training batches cut on the device from the train split held there as int16
-        (`samplecnn.perf.DeviceSegmentSampler`): no loader workers, no host copies."""
+        (`samplecnn.training.device_sampler.DeviceSegmentSampler`): no loader workers, no host copies."""
         if self._device_sampler is None:
-            from ..perf import DeviceSegmentSampler
+            from .device_sampler import DeviceSegmentSampler
 
             rank, world = self._rank_world()
             device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"

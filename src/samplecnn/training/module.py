@@ -57,7 +57,7 @@ class TaggingModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.fast_steps != "plain":
-            from ..perf import prepare_for_training
+            from .fast import prepare_for_training
 
             self._train_forward = prepare_for_training(self.model, self.fast_steps, device=self.device)
 
@@ -84,7 +84,7 @@ class TaggingModule(L.LightningModule):
         loss = self.loss_fn(logits, batch["target"])
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(batch["target"]))
-        self._val_outputs.append((torch.sigmoid(logits).detach(), batch["target"].detach(),
+        self._val_outputs.append((logits.detach(), batch["target"].detach(),
                                   batch["clip"].detach()))
         return loss
 
@@ -94,15 +94,15 @@ class TaggingModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        scores = torch.cat([o[0] for o in self._val_outputs])
+        logits = torch.cat([o[0] for o in self._val_outputs])
         targets = torch.cat([o[1] for o in self._val_outputs])
         clips = torch.cat([o[2] for o in self._val_outputs])
         self._val_outputs = []
         if self.trainer.world_size > 1:
             # Shards are padded to equal length, so all_gather works; duplicated segments
             # only nudge this monitoring metric.
-            scores, targets, clips = (self.all_gather(t).flatten(0, 1) for t in (scores, targets, clips))
-        clip_ids, clip_scores = aggregate_clips(scores.cpu().numpy(), clips.cpu().numpy())
+            logits, targets, clips = (self.all_gather(t).flatten(0, 1) for t in (logits, targets, clips))
+        clip_ids, clip_scores = aggregate_clips(logits.cpu().numpy(), clips.cpu().numpy())
         # Each clip's target: the target of (any) one of its segments.
         first = np.unique(clips.cpu().numpy(), return_index=True)[1]
         labels = targets.cpu().numpy()[first]

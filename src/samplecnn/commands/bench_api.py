@@ -1,0 +1,149 @@
+"""The measurements `samplecnn bench` and benchmarks/run.py make."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from samplecnn.perf import BACKENDS, PRECISIONS, optimize_for_inference
+from samplecnn.training.fast import TRAIN_MODES, prepare_for_training
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads (`None`: leave as is); returns the setting in force.
+
+    On these 2-core machines torch defaults to the core count, which is right for one
+    process; with decode workers beside the model, fewer model threads can win.
+    """
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-`repeats` GFLOP/s of an `(n, n) @ (n, n)` matrix product with torch (CPU)."""
+    import time
+
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+INFER_BACKENDS = ("plain",) + BACKENDS
+
+
+def _timed(fn, iters: int, warmup: int) -> list[float]:
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _summary(times: list[float], batch: int, flops_per_segment: int) -> dict:
+    med = float(np.median(times))
+    best = float(min(times))
+    return {
+        "segments_per_s": batch / med,
+        "best_segments_per_s": batch / best,
+        "seconds_per_batch": med,
+        "gflops_per_s": batch * flops_per_segment / med / 1e9,
+        "iters": len(times),
+    }
+
+
+def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision: str = "fp32",
+                    iters: int = 5, warmup: int = 1, threads: int | None = None,
+                    device: str = "cpu", seed: int = 0) -> dict:
+    """Segments per second of the inference path for a registered variant.
+
+    Random weights (`create_model(name, seed=seed)`), random input `(batch, 1,
+    input_samples)`. backend "plain" is the eager model under `torch.inference_mode`;
+    the others are `optimize_for_inference(model, backend, precision)` -- "auto" is what
+    the Tagger's `optimize=True` runs. Returns a JSON-safe dict (`segments_per_s` is the
+    median over `iters` timed batches; `setup_s` the optimisation / export time).
+    """
+    import time
+
+    from samplecnn.models import create_model
+
+    if backend not in INFER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(INFER_BACKENDS)}, got {backend!r}")
+    if batch < 1 or iters < 1:
+        raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
+    set_threads(threads)
+    model = create_model(name, seed=seed).eval().to(device)
+    x = torch.randn(batch, 1, model.input_samples, generator=torch.Generator().manual_seed(seed)).to(device)
+    t0 = time.perf_counter()
+    if backend == "plain":
+        if precision != "fp32":
+            raise ValueError("the plain backend runs fp32 only")
+        run = model
+    else:
+        run = optimize_for_inference(model, backend=backend, precision=precision)
+    setup = time.perf_counter() - t0
+
+    def step():
+        with torch.inference_mode():
+            out = run(x)
+        if out.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = _timed(step, iters, warmup)
+    resolved = type(run).__name__
+    return {"mode": "infer", "model": name, "backend": backend, "module": resolved,
+            "precision": precision, "batch": batch, "device": str(device),
+            "threads": torch.get_num_threads(), "setup_s": setup,
+            **_summary(times, batch, model.flops())}
+
+
+def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: str = "fp32",
+                   iters: int = 5, warmup: int = 1, threads: int | None = None,
+                   device: str = "cpu", seed: int = 0) -> dict:
+    """Segments per second of a training step (forward, BCE loss, backward, SGD-Nesterov
+    update: the paper's recipe) for a registered variant with random weights, input and
+    targets. `setup_s` includes the first (compiling) step in "compile" mode."""
+    import time
+
+    from samplecnn.models import create_model
+
+    if batch < 2 or iters < 1:
+        raise ValueError(f"training needs batch >= 2 (BatchNorm) and iters >= 1, got {batch} and {iters}")
+    set_threads(threads)
+    model = create_model(name, seed=seed).train().to(device)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, model.input_samples, generator=g).to(device)
+    y = (torch.rand(batch, model.config.n_tags, generator=g) < 0.1).float().to(device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    t0 = time.perf_counter()
+    fwd = prepare_for_training(model, mode, precision, device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(fwd(x), y)
+        loss.backward()
+        opt.step()
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    setup = time.perf_counter() - t0
+    times = _timed(step, iters, max(0, warmup - 1))
+    return {"mode": "train", "model": name, "train_mode": mode, "precision": precision,
+            "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
+            "setup_s": setup, **_summary(times, batch, 3 * model.flops())}
+
+
