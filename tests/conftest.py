@@ -6,9 +6,14 @@ oversubscribe the 2-core CI machine, so workers get one intra-op thread each.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Caches the toolkit writes (ONNX exports, downloads) go to a private folder per test
+# process, never into the user's $SAMPLECNN_HOME.
+os.environ["SAMPLECNN_HOME"] = tempfile.mkdtemp(prefix="samplecnn-test-home-")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,7 @@ import torch
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
 from samplecnn.data import SegmentDataset, SegmentStore
-from samplecnn.evaluation import evaluate, plot_training_curves, predict_segments
-from samplecnn.metrics import aggregate_clips
+from samplecnn.evaluation import evaluate, plot_training_curves
 from samplecnn.models import create_model
 from training_helpers import TAGS, make_learnable_store
 
@@ -106,11 +106,47 @@ def test_training_curves_need_a_run_folder(tmp_path):
     assert plot_training_curves(tmp_path).stat().st_size > 1000
 
 
-def test_predict_segments_batches_agree(store):
-    model = create_model("samplecnn_small", n=5, input_samples=729, width=0.125, n_tags=4, seed=1)
-    ds = SegmentDataset(store, "test", 729, segments_per_clip=3)
-    a = predict_segments(model, ds, batch_size=5)
-    b = predict_segments(model, ds, batch_size=64)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    clips, scores = aggregate_clips(a, ds.clip_index)
-    assert len(clips) == len(SegmentStore(store).split_indices("test"))
+@pytest.mark.parametrize("aggregate,last,hop_windows", [("mean", "drop", 1.0), ("logit_mean", "pad", 1.0),
+                                                     ("max", "pad", 0.5)])
+def test_evaluate_and_tag_give_the_same_clip_scores(tmp_path, aggregate, last, hop_windows):
+    """The one scoring path: the same audio through `evaluate` (from a store) and through
+    `tag` (from the files) gives the same windows, logits and clip scores."""
+    import soundfile as sf
+
+    from samplecnn.data import prepare_csv
+    from samplecnn.tagging import Tagger
+
+    ckpt, model = _ckpt(tmp_path / "m.ckpt", seed=4)
+    root = tmp_path / "ds"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    lines = ["path,tags,split"]
+    for i, n in enumerate([400, 729, 2000, 3001, 5000]):  # shorter than, equal to, longer than a window
+        # Values k / 32767 survive the store's int16 round trip exactly, so both paths see
+        # bit-identical samples.
+        x = np.rint(rng.uniform(-0.5, 0.5, n) * 32767) / 32767
+        sf.write(root / f"c{i}.wav", x.astype(np.float32), 8000, subtype="FLOAT")
+        lines.append(f"c{i}.wav,{TAGS[i % len(TAGS)]},test")
+    (root / "annotations.csv").write_text("\n".join(lines) + "\n")
+    store = prepare_csv(root, tmp_path / "store", sample_rate=8000, min_samples=0, workers=1).store
+    hop = int(729 * hop_windows)
+    ev = evaluate(ckpt, store, "test", aggregate=aggregate, last=last, hop=hop, batch_size=3)
+    tagger = Tagger.from_checkpoint(ckpt, batch_size=5)
+    paths = sorted(str(p) for p in root.glob("*.wav"))
+    records = {Path(r.path).stem: r.record for r in tagger.tag_files(
+        paths, aggregate=aggregate, last=last, hop=hop / 8000)}
+    segments = 0
+    for clip_id, scores in zip(ev.clip_ids, ev.clip_scores):
+        rec = records[str(clip_id)]
+        tagged = np.array([rec["tags"][t] for t in ev.tags])
+        np.testing.assert_allclose(tagged, scores, atol=2e-6)  # records round to 1e-6
+        segments += rec["segments"]
+    assert segments == ev.n_segments
+
+
+def test_evaluation_does_not_depend_on_batch_size(store, tmp_path):
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt", seed=1)
+    a = evaluate(ckpt, store, "test", batch_size=5)
+    b = evaluate(ckpt, store, "test", batch_size=64)
+    np.testing.assert_allclose(a.clip_scores, b.clip_scores, rtol=1e-5, atol=1e-6)
+    assert len(a.clip_ids) == len(SegmentStore(store).split_indices("test"))

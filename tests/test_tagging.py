@@ -222,7 +222,6 @@ def test_real_mtat_clip(shared_dir, tagger):
 
 
 def test_optimized_inference_path_gives_the_same_scores(model):
-    pytest.importorskip("samplecnn.perf")
     x = _noise(int(2.5 * WIN), seed=6)
     plain = Tagger.from_model(model).tag(x, sample_rate=SR)
     fast = Tagger.from_model(create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0),

@@ -1,46 +1,44 @@
 """Checkpoint + store -> clip-level metrics, per-tag tables and plots.
 
-Evaluation reads every full segment of every clip of the split (consecutive segments,
-at least one per clip, zero-padded), scores them with the model, aggregates the
-segment sigmoid scores per clip (mean by default, as in the paper) and computes per-tag
-ROC-AUC and PR-AUC (`samplecnn.metrics`).
+Evaluation scores every clip of a split on the toolkit's one scoring path, the same one
+`samplecnn tag` uses: the one window grid (`samplecnn.windows`; by default every full
+segment, consecutive, at least one per clip: `last="drop"`, the paper's protocol), the
+same runner (ONNX Runtime on the CPU by default, exact fp32), the one batching loop
+(`samplecnn.inference.batching`) and the one clip aggregation (`samplecnn.metrics`,
+mean of the segments' sigmoid scores by default); then per-tag ROC-AUC and PR-AUC.
+For the same audio and options, `evaluate` and `tag` give the same clip scores (tested).
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from .atomic import save_figure, write_json, write_text
-from .checkpoint import load_model
-from .data import SegmentDataset, SegmentStore
-from .metrics import AGGREGATIONS, TagMetrics, aggregate_clips, format_table, tag_metrics
-from .models import SampleCNN
+from .data import SegmentStore
+from .inference.batching import score_messages
+from .metrics import TagMetrics, check_aggregation, format_table, tag_metrics
+from .metrics import aggregate as aggregate_windows
+from .windows import WindowGrid
 
 
-@torch.no_grad()
-def predict_segments(model: SampleCNN, dataset: SegmentDataset, batch_size: int = 64,
-                     device: str | torch.device = "cpu", num_workers: int = 0,
-                     progress: bool = False) -> np.ndarray:
-    """Logits float32 `(len(dataset), n_tags)` of every segment, in dataset order."""
-    model = model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    it = loader
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(loader, desc="evaluate", unit="batch", leave=False)
-    out = []
-    for batch in it:
-        out.append(model(batch["audio"].to(device)).float().cpu())
-    if not out:
-        return np.zeros((0, model.config.n_tags), np.float32)
-    return torch.cat(out).numpy()
+def store_messages(store: SegmentStore, clips: np.ndarray, grid: WindowGrid,
+                   chunk: int = 16) -> Iterator[tuple]:
+    """The batching loop's messages for clips of a store, keyed by clip index: the clip's
+    windows on `grid` (zero-padded past its end), then "done"."""
+    for c in clips:
+        c = int(c)
+        starts = grid.starts(int(store.lengths[c]))
+        for i in range(0, len(starts), chunk):
+            part = starts[i:i + chunk]
+            yield ("windows", c, part, np.stack([store.segment(c, int(s), grid.window) for s in part]))
+        yield ("done", c, {"duration_s": float(store.lengths[c]) / store.sample_rate})
 
 
 @dataclass
@@ -110,14 +108,23 @@ class EvalResult:
 
 def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
              split: str = "test", aggregate: str = "mean", batch_size: int = 64,
-             device: str | None = None, num_workers: int = 0, progress: bool = False) -> EvalResult:
-    """Evaluate a checkpoint on one split of a store (every full segment of every clip).
+             device: str | None = None, progress: bool = False, *, hop: int | None = None,
+             last: str = "drop", backend: str = "auto") -> EvalResult:
+    """Evaluate a checkpoint on one split of a store.
 
-    The model's tags are matched to the store's by name; tags the store lacks are left
-    out with a note. A store at another sample rate than the model is refused.
+    Windows of the model's segment length every `hop` samples (default: one segment,
+    consecutive) under the last-window policy `last` ("drop": full segments only, at
+    least one per clip; "pad": the tail too), run by `backend` (see
+    `samplecnn.inference.runners`), aggregated per clip by `aggregate` ("mean", "max",
+    "logit_mean"). The model's tags are matched to the store's by name; tags the store
+    lacks are left out with a note. A store at another sample rate is refused.
     """
-    if aggregate not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
+    import torch
+
+    from .checkpoint import load_model
+    from .inference.runners import optimize_for_inference
+
+    check_aggregation(aggregate)
     model = load_model(checkpoint)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
     cfg = model.config
@@ -135,19 +142,30 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     missing = [t for t in model_tags if t not in store_pos]
     if missing:
         notes.append(f"{len(missing)} model tag(s) not in the store, not evaluated: {', '.join(missing)}")
-    if len(store.split_indices(split)) == 0:
+    clips = store.split_indices(split)
+    if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    dataset = SegmentDataset(store, split, cfg.input_samples, mode="consecutive", segments_per_clip=None)
+    grid = WindowGrid(cfg.input_samples, hop or cfg.input_samples, last)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    seg_logits = predict_segments(model, dataset, batch_size, device, num_workers, progress)
-    clips, clip_scores = aggregate_clips(seg_logits[:, keep], dataset.clip_index, aggregate)
+    runner = optimize_for_inference(model, backend, device=device)
+    scored = score_messages(store_messages(store, clips, grid), runner.logits, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        scored = tqdm(scored, total=len(clips), desc="evaluate", unit="clip", leave=False,
+                      file=sys.stderr)
+    by_clip, n_segments = {}, 0
+    for res in scored:
+        by_clip[res.key] = aggregate_windows(res.outputs[:, keep], aggregate)
+        n_segments += len(res.outputs)
+    clip_scores = np.stack([by_clip[int(c)] for c in clips])
     tags = [model_tags[i] for i in keep]
     labels = store.labels[clips][:, [store_pos[t] for t in tags]]
     metrics = tag_metrics(labels, clip_scores, tags)
     return EvalResult(str(checkpoint), str(store.path), split, aggregate, tags,
                       np.asarray(store.clip_ids)[clips], clip_scores, labels, metrics,
-                      len(dataset), notes)
+                      n_segments, notes)
 
 
 # ------------------------------------------------------------------------------ plots
@@ -238,4 +256,4 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 __all__ = ["EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",
-           "plot_training_curves", "predict_segments", "read_metrics_csv"]
+           "plot_training_curves", "read_metrics_csv", "store_messages"]

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from samplecnn.perf import BACKENDS, PRECISIONS, optimize_for_inference
+from samplecnn.inference.runners import BACKENDS, PRECISIONS, optimize_for_inference
 from samplecnn.training.fast import TRAIN_MODES, prepare_for_training
+
 
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op threads (`None`: leave as is); returns the setting in force.
@@ -36,7 +37,7 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = tor
     return 2 * n ** 3 / best / 1e9
 
 
-INFER_BACKENDS = ("plain",) + BACKENDS
+INFER_BACKENDS = BACKENDS
 
 
 def _timed(fn, iters: int, warmup: int) -> list[float]:
@@ -69,11 +70,11 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
                     device: str = "cpu", seed: int = 0) -> dict:
     """Segments per second of the inference path for a registered variant.
 
-    Random weights (`create_model(name, seed=seed)`), random input `(batch, 1,
-    input_samples)`. backend "plain" is the eager model under `torch.inference_mode`;
-    the others are `optimize_for_inference(model, backend, precision)` -- "auto" is what
-    the Tagger's `optimize=True` runs. Returns a JSON-safe dict (`segments_per_s` is the
-    median over `iters` timed batches; `setup_s` the optimisation / export time).
+    Random weights (`create_model(name, seed=seed)`), random input `(batch,
+    input_samples)`, run by `optimize_for_inference(model, backend, precision)`: "plain"
+    is the eager model, "auto" what the Tagger runs by default. Returns a JSON-safe dict
+    (`segments_per_s` is the median over `iters` timed batches; `setup_s` the
+    optimisation / export time, which includes a cache lookup or an ONNX export).
     """
     import time
 
@@ -85,21 +86,13 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
         raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
     set_threads(threads)
     model = create_model(name, seed=seed).eval().to(device)
-    x = torch.randn(batch, 1, model.input_samples, generator=torch.Generator().manual_seed(seed)).to(device)
+    x = np.random.default_rng(seed).standard_normal((batch, model.input_samples)).astype(np.float32)
     t0 = time.perf_counter()
-    if backend == "plain":
-        if precision != "fp32":
-            raise ValueError("the plain backend runs fp32 only")
-        run = model
-    else:
-        run = optimize_for_inference(model, backend=backend, precision=precision)
+    run = optimize_for_inference(model, backend=backend, precision=precision, device=device)
     setup = time.perf_counter() - t0
 
     def step():
-        with torch.inference_mode():
-            out = run(x)
-        if out.device.type == "cuda":
-            torch.cuda.synchronize()
+        run.logits(x)  # returns host memory, so a GPU run is synchronised
 
     times = _timed(step, iters, warmup)
     resolved = type(run).__name__

@@ -37,11 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="decoding processes (default 1; 0 decodes in this process)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default=None,
-                   help="default: onnx for a .onnx file, else torch")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain", "onnx"], default="auto",
+                   help="what runs the model: auto (default: ONNX Runtime on the CPU, the fused "
+                        "PyTorch twin on a GPU; exact fp32), onnxruntime, torch, plain (the "
+                        "PyTorch model as trained); ONNX files run on onnxruntime")
     p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=None,
-                   help="the exact fp32 fast path of samplecnn.perf (torch backend; "
-                        "default: on for the CPU)")
+                   help="--no-optimize is --backend plain")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-file error lines on stderr")
     p.set_defaults(func=run)
 

@@ -1,5 +1,28 @@
-"""Inference: the one batching loop and the model runners every scorer shares.
+"""Inference: the runners and the one batching loop every scorer shares.
 
 - `batching.score_messages`: windows of many sources (files, store clips, service
-  requests) batched together into one model call, results handed back per source.
+  requests) batched into one model call, results handed back per source (NumPy only);
+- `runners`: `optimize_for_inference(model, backend)`, `load_runner(path)`,
+  `OrtRunner` (ONNX Runtime), `TorchRunner` (the fused twin or the plain model);
+- `onnx`: the one exporter (`export_graph`, cached per model) and session helper.
+
+Names are resolved lazily: decoding workers import `batching` and must not pay for torch.
 """
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "IDLE": "batching", "Scored": "batching", "score_messages": "batching",
+    "BACKENDS": "runners", "PRECISIONS": "runners", "Runner": "runners", "OrtRunner": "runners",
+    "TorchRunner": "runners", "optimize_for_inference": "runners", "load_runner": "runners",
+    "check_device": "runners",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"samplecnn.inference.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'samplecnn.inference' has no attribute {name!r}")

@@ -7,10 +7,10 @@
 from .config import ModelConfig, authors_channels
 from .registry import (PAPER_TABLE, create_model, describe_model, get_model_config,
                        get_model_entry, list_models, model_from_config, register_model)
-from .samplecnn import SampleCNN, count_flops
+from .samplecnn import FusedSampleCNN, SampleCNN, count_flops
 
 __all__ = [
-    "ModelConfig", "SampleCNN", "PAPER_TABLE", "authors_channels", "count_flops",
+    "FusedSampleCNN", "ModelConfig", "SampleCNN", "PAPER_TABLE", "authors_channels", "count_flops",
     "create_model", "describe_model", "get_model_config", "get_model_entry", "list_models",
     "model_from_config", "register_model",
 ]

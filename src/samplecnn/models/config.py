@@ -198,7 +198,7 @@ class ModelConfig:
 
 class ConfigInfo:
     """What inference code reads off a model, from its `config` (a `ModelConfig`): shared
-    by `SampleCNN` and the optimised inference wrappers of `samplecnn.perf`."""
+    by `SampleCNN` and its fused inference twin."""
 
     config: ModelConfig
 

@@ -1,6 +1,9 @@
 """Building blocks of the m^n-DCNN family: front ends, pooled modules, heads.
 
-All modules take and return `(batch, channels, time)` tensors.
+All modules take and return `(batch, channels, time)` tensors. Every front end, block and
+head knows how to fuse itself for inference: `fuse(dtype)` returns its twin from
+`samplecnn.models.fused` (BatchNorm folded, channels-last, ReLU fused), timm's
+reparameterize pattern; a new block type adds its own `fuse`.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import fused
 
 
 class ConvBNReLU(nn.Sequential):
@@ -39,6 +44,9 @@ class RawFrontend(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedRawFrontend(self.conv[0], self.conv[1], dtype)
 
 
 class MelFrontend(nn.Module):
@@ -74,6 +82,9 @@ class MelFrontend(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mel = self.spec(x.squeeze(1))
         return self.bn(torch.log(mel + self.log_offset))
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedMelFrontend(self, dtype)
 
 
 class SqueezeExcitation(nn.Module):
@@ -114,6 +125,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.pool(self.conv(x)))
 
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        se = self.se if isinstance(self.se, SqueezeExcitation) else None
+        return fused.FusedBasicBlock(self.conv[0], self.conv[1], int(self.pool.kernel_size), se, dtype)
+
 
 class ReSE2Block(nn.Module):
     """ReSE-2 (Kim, Lee and Nam 2018).
@@ -143,6 +158,9 @@ class ReSE2Block(nn.Module):
         y = self.se(self.bn2(self.conv2(self.drop(self.conv1(x)))))
         return self.pool(F.relu(y + self.shortcut(x)))
 
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedReSE2Block(self, dtype)
+
 
 class ConvHead(nn.Module):
     """The authors' head: 1x1 conv -> BN -> ReLU (the penultimate features).
@@ -157,6 +175,9 @@ class ConvHead(nn.Module):
 
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         return self.conv(blocks[-1])
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedConvHead(self.conv[0], self.conv[1], dtype)
 
 
 class MultiLevelHead(nn.Module):
@@ -173,6 +194,9 @@ class MultiLevelHead(nn.Module):
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         pooled = torch.cat([b.amax(dim=-1) for b in blocks[-3:]], dim=1)
         return F.relu(self.bn(self.fc(pooled))).unsqueeze(-1)
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedMultiLevelHead(self.fc, self.bn, dtype)
 
 
 def he_uniform_(module: nn.Module) -> None:

@@ -6,6 +6,7 @@ and Nam, ICASSP 2018. Layer tables: `../shared/docs/paper-notes.md` and the READ
 """
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import torch
@@ -16,7 +17,74 @@ from .layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFront
                      ReSE2Block, he_uniform_)
 
 
-class SampleCNN(ConfigInfo, nn.Module):
+class LayerStack(ConfigInfo):
+    """The forward contract, written once for `SampleCNN` and its inference twin.
+
+    Subclasses hold `config`, `frontend`, `blocks`, `head` and `fc` (and `dropout`), and
+    say how a layer's raw output becomes the contract's `(B, C, T)` float tensor
+    (`_as_output`: the identity for `SampleCNN`, a view of the channels-last activations
+    for `FusedSampleCNN`).
+    """
+
+    @property
+    def layer_names(self) -> list[str]:
+        return ["frontend"] + [f"block{i + 1}" for i in range(len(self.blocks))] + ["features"]
+
+    def _as_output(self, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+    def _run(self, x: torch.Tensor, stop: str | None = None) -> dict[str, torch.Tensor]:
+        """Raw outputs of every layer up to `stop` (all layers when None)."""
+        outs: dict[str, torch.Tensor] = {}
+        h = self.frontend(check_audio(self.config, x))
+        outs["frontend"] = h
+        if stop == "frontend":
+            return outs
+        block_outs = []
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            block_outs.append(h)
+            outs[f"block{i + 1}"] = h
+            if stop == f"block{i + 1}":
+                return outs
+        outs["features"] = self.head(block_outs)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, input_samples)` -> penultimate features `(B, features, 1)`."""
+        return self._as_output(self._run(x)["features"])
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """`(B, features, T)` -> logits `(B, n_tags)` (or pooled features if pre_logits).
+
+        T is 1 for inputs of exactly `input_samples`; a max over T keeps the head valid
+        for features computed elsewhere at another length.
+        """
+        pooled = features.amax(dim=-1).float()
+        if pre_logits:
+            return pooled
+        return self.fc(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Outputs `(B, C, T)` of the named layers; stops after the deepest one asked for."""
+        wanted = list(layers)
+        for name in wanted:
+            check_layer(self.layer_names, name)
+        deepest = max(wanted, key=self.layer_names.index)
+        outs = self._run(x, stop=None if deepest == "features" else deepest)
+        return {name: self._as_output(outs[name]) for name in wanted}
+
+    def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
+        """Embedding `(B, C)` of one layer, pooled over time ("mean" or "max")."""
+        check_pool(pool)
+        h = self.forward_intermediates(x, [layer])[layer]
+        return h.mean(dim=-1) if pool == "mean" else h.amax(dim=-1)
+
+
+class SampleCNN(LayerStack, nn.Module):
     """An m^n-DCNN: front end, n pooled modules, head, linear output layer.
 
     Input `(B, 1, input_samples)` (or `(B, input_samples)`) float32 audio at
@@ -26,6 +94,7 @@ class SampleCNN(ConfigInfo, nn.Module):
     Forward contract (as in timm): `forward_features` gives the penultimate features
     `(B, features, 1)`, `forward_head` maps them to logits, and `forward_intermediates`
     / `embed` expose any named layer (`layer_names`) for embeddings.
+    `fuse_for_inference()` returns the fused inference twin (same contract).
     """
 
     def __init__(self, config: ModelConfig):
@@ -58,13 +127,9 @@ class SampleCNN(ConfigInfo, nn.Module):
         he_uniform_(self)
 
     # -- metadata ------------------------------------------------------------------
-    @property
-    def layer_names(self) -> list[str]:
-        return ["frontend"] + [f"block{i + 1}" for i in range(len(self.blocks))] + ["features"]
-
     def layer_width(self, name: str) -> int:
         """Channels of the named layer's output (the size of its embedding)."""
-        self._check_layer(name)
+        check_layer(self.layer_names, name)
         if name == "frontend":
             return self.config.frontend_width
         if name == "features":
@@ -79,66 +144,48 @@ class SampleCNN(ConfigInfo, nn.Module):
         mel projection for one input; BN, ReLU and pooling are not counted."""
         return count_flops(self.config)
 
-    # -- forward -------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        return check_audio(self.config, x)
-
-    def _check_layer(self, name: str) -> None:
-        check_layer(self.layer_names, name)
-
-    def _run(self, x: torch.Tensor, stop: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        outs: dict[str, torch.Tensor] = {}
-        h = self.frontend(self._check_input(x))
-        outs["frontend"] = h
-        if stop == "frontend":
-            return outs, None
-        block_outs = []
-        for i, block in enumerate(self.blocks):
-            h = block(h)
-            block_outs.append(h)
-            outs[f"block{i + 1}"] = h
-            if stop == f"block{i + 1}":
-                return outs, None
-        feats = self.head(block_outs)
-        outs["features"] = feats
-        return outs, feats
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, 1, input_samples)` -> penultimate features `(B, features, 1)`."""
-        return self._run(x)[1]
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """`(B, features, T)` -> logits `(B, n_tags)` (or pooled features if pre_logits).
-
-        T is 1 for inputs of exactly `input_samples`; a max over T keeps the head valid
-        for features computed elsewhere at another length.
-        """
-        pooled = features.amax(dim=-1)
-        if pre_logits:
-            return pooled
-        return self.fc(self.dropout(pooled))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Outputs `(B, C, T)` of the named layers; stops after the deepest one asked for."""
-        wanted = list(layers)
-        for name in wanted:
-            self._check_layer(name)
-        deepest = max(wanted, key=self.layer_names.index)
-        outs, _ = self._run(x, stop=None if deepest == "features" else deepest)
-        return {name: outs[name] for name in wanted}
-
-    def embed(self, x: torch.Tensor, layer: str = "features", pool: str = "mean") -> torch.Tensor:
-        """Embedding `(B, C)` of one layer, pooled over time ("mean" or "max")."""
-        check_pool(pool)
-        h = self.forward_intermediates(x, [layer])[layer]
-        return h.mean(dim=-1) if pool == "mean" else h.amax(dim=-1)
+    # -- inference -------------------------------------------------------------------
+    def fuse_for_inference(self, dtype: torch.dtype = torch.float32) -> "FusedSampleCNN":
+        """The inference twin: every part replaced by what its `fuse(dtype)` returns."""
+        return FusedSampleCNN(self, dtype)
 
 
-# The input / layer / pool checks of the forward contract, shared with the optimised
-# inference wrappers of samplecnn.perf so that every path refuses bad input alike.
+def _fuse(part: nn.Module, dtype: torch.dtype) -> nn.Module:
+    fuse = getattr(part, "fuse", None)
+    if fuse is None:
+        raise TypeError(f"{type(part).__name__} has no inference fusion (a fuse(dtype) method); "
+                        "add one to it, or run the plain model")
+    return fuse(dtype)
+
+
+class FusedSampleCNN(LayerStack, nn.Module):
+    """Inference-only twin of a `SampleCNN`: channels-last `(B, C, 1, T)` activations,
+    BatchNorm folded, ReLU fused (see `samplecnn.models.fused`).
+
+    Same forward contract as the model; intermediates come back as `(B, C, T)` float32
+    views (not contiguous). With `dtype=torch.bfloat16` the convolutions run in bf16
+    (outputs change by about 1e-2 in logits); the output layer is fp32.
+    """
+
+    def __init__(self, model: SampleCNN, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        model = model.eval()
+        self.config = model.config
+        self.dtype = dtype
+        self.frontend = _fuse(model.frontend, dtype)
+        self.blocks = nn.ModuleList(_fuse(b, dtype) for b in model.blocks)
+        self.head = _fuse(model.head, dtype)
+        self.dropout = nn.Identity()
+        self.fc = copy.deepcopy(model.fc).float()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def _as_output(self, h: torch.Tensor) -> torch.Tensor:
+        return h.squeeze(2).float()
+
+
+# The input / layer / pool checks of the forward contract, shared with the inference
+# runners (samplecnn.inference) so that every path refuses bad input alike.
 def check_audio(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     """`(B, n)` or `(B, 1, n)` -> `(B, 1, n)`; ValueError quoting the shape otherwise."""
     if x.dim() == 2:

@@ -18,8 +18,6 @@ _EXPORTS = {
     "Taggram": "samplecnn.tagging.tagger",
     "Embedding": "samplecnn.tagging.tagger",
     "FileResult": "samplecnn.tagging.tagger",
-    "OnnxBackend": "samplecnn.tagging.tagger",
-    "TorchBackend": "samplecnn.tagging.tagger",
     "expand_paths": "samplecnn.tagging.sources",
     "iter_windows": "samplecnn.tagging.sources",
     "StreamInfo": "samplecnn.tagging.sources",

@@ -5,134 +5,24 @@ window grid (`samplecnn.windows`); the model gives each window's logits; a file'
 per tag is the one clip aggregation of them (`samplecnn.metrics.aggregate`: by default
 the mean of the windows' sigmoid scores, as in the paper's evaluation).
 
-Backends: a PyTorch model (checkpoint) or an ONNX model written by `samplecnn export`;
-both take `(batch, input_samples)` float32 windows.
+The model is run by a runner (`samplecnn.inference.runners`: ONNX Runtime on the CPU by
+default, the fused PyTorch twin on GPUs, or the plain model), from a checkpoint or from an
+ONNX file written by `samplecnn export`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from samplecnn.windows import WindowGrid
-
 from samplecnn.inference.batching import score_messages
-
-from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
-
-__all__ = ["Tagger", "Taggram", "Embedding", "FileResult", "TorchBackend", "OnnxBackend"]
-
 from samplecnn.metrics import aggregate as aggregate_windows
 from samplecnn.metrics import check_aggregation, sigmoid
+from samplecnn.windows import WindowGrid
 
-
-class TorchBackend:
-    """A `SampleCNN` on a torch device. `logits`: `(B, input_samples)` -> `(B, n_tags)`."""
-
-    name = "torch"
-
-    def __init__(self, model, device: str = "cpu", optimize: bool | None = None):
-        import torch
-
-        if model.config.tags is None:
-            raise ValueError("the model has no tag names (config.tags is None); "
-                             "tagging needs them to name its outputs")
-        self.torch = torch
-        self.device = torch.device(device)
-        self.config = model.config
-        self.model = self.prepare_model(model, self.device, optimize)
-
-    @staticmethod
-    def prepare_model(model, device, optimize: bool | None):
-        """The one place where a model is made ready for inference: eval mode, device
-        and, with `optimize` (default: on for the CPU), `samplecnn.perf`'s exact fp32
-        fast path (ONNX Runtime on CPU; scores agree with eager to ~1e-6)."""
-        model = model.eval().to(device)
-        if optimize is None:
-            optimize = device.type == "cpu"
-        if optimize:
-            from samplecnn.perf import optimize_for_inference
-
-            model = optimize_for_inference(model)
-        return model
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self.config.tags)
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.config.sample_rate)
-
-    @property
-    def input_samples(self) -> int:
-        return int(self.config.input_samples)
-
-    def _tensor(self, x: np.ndarray):
-        return self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device).unsqueeze(1)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            return self.model(self._tensor(x)).float().cpu().numpy()
-
-    def layer_names(self) -> list[str]:
-        return list(self.model.layer_names)
-
-    def embed(self, x: np.ndarray, layer: str, pool: str) -> np.ndarray:
-        """`(B, input_samples)` -> `(B, C)` of `layer`, pooled over its time axis."""
-        with self.torch.inference_mode():
-            return self.model.embed(self._tensor(x), layer=layer, pool=pool).float().cpu().numpy()
-
-
-class OnnxBackend:
-    """An ONNX model from `samplecnn export`, run with ONNX Runtime.
-
-    Tag names, sample rate and segment length come from the model's metadata.
-    """
-
-    name = "onnx"
-
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None):
-        from samplecnn.export import read_onnx_metadata
-
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        meta = read_onnx_metadata(self.path)
-        self._tags = meta["tags"]
-        self._sample_rate = meta["sample_rate"]
-        self._input_samples = meta["input_samples"]
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), opts,
-                                            providers=list(providers or ["CPUExecutionProvider"]))
-        self.input_name = self.session.get_inputs()[0].name
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self._tags)
-
-    @property
-    def sample_rate(self) -> int:
-        return self._sample_rate
-
-    @property
-    def input_samples(self) -> int:
-        return self._input_samples
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run(["logits"], {self.input_name: np.ascontiguousarray(x, np.float32)})
-        return out
-
-    def layer_names(self) -> list[str]:
-        return []
-
-    def embed(self, x, layer, pool):
-        raise ValueError(f"{self.path}: embeddings need the PyTorch checkpoint; the ONNX "
-                         "export only outputs tag scores")
+from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
 
 
 @dataclass
@@ -232,59 +122,78 @@ class Tagger:
     into its output record.
     """
 
-    def __init__(self, backend: TorchBackend | OnnxBackend, batch_size: int = 16):
-        self.backend = backend
+    def __init__(self, runner, batch_size: int = 16):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.runner = runner
         self.batch_size = int(batch_size)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu",
-                        optimize: bool | None = None, batch_size: int = 16) -> "Tagger":
-        """Load a samplecnn (or Lightning training) checkpoint. `optimize=None` uses
-        the fast inference path on the CPU (see `TorchBackend.prepare_model`)."""
-        from samplecnn.checkpoint import load_model
+    def from_model(cls, model, device: str = "cpu", backend: str = "auto", precision: str = "fp32",
+                   batch_size: int = 16, optimize: bool | None = None) -> "Tagger":
+        """A `SampleCNN` run by `backend` ("auto": ONNX Runtime on the CPU, the fused twin
+        on a GPU; "onnxruntime", "torch", "plain"); `optimize=False` means "plain"."""
+        from samplecnn.inference.runners import optimize_for_inference
 
-        return cls(TorchBackend(load_model(path, map_location="cpu"), device, optimize), batch_size)
+        if optimize is False:
+            backend = "plain"
+        return cls(optimize_for_inference(model, backend, precision, device=device), batch_size)
 
     @classmethod
-    def from_model(cls, model, device: str = "cpu", optimize: bool | None = None,
-                   batch_size: int = 16) -> "Tagger":
-        return cls(TorchBackend(model, device, optimize), batch_size)
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", backend: str = "auto",
+                        precision: str = "fp32", batch_size: int = 16,
+                        optimize: bool | None = None) -> "Tagger":
+        """Load a samplecnn (or Lightning training) checkpoint."""
+        from samplecnn.checkpoint import load_model
+
+        return cls.from_model(load_model(path, map_location="cpu"), device, backend, precision,
+                              batch_size, optimize)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
                   batch_size: int = 16) -> "Tagger":
-        """Load an ONNX model written by `samplecnn export`."""
-        return cls(OnnxBackend(path, providers), batch_size)
+        """Load an ONNX model written by `samplecnn export` (run by ONNX Runtime)."""
+        from samplecnn.inference.runners import OrtRunner
+
+        return cls(OrtRunner.from_file(path, providers=list(providers) if providers else None), batch_size)
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None, device: str = "cpu",
-             optimize: bool | None = None, batch_size: int = 16) -> "Tagger":
-        """A checkpoint (`backend="torch"`) or an ONNX file (`"onnx"`; the default for a
-        `.onnx` path)."""
-        backend = backend or ("onnx" if str(path).lower().endswith(".onnx") else "torch")
-        if backend == "onnx":
-            if optimize:
-                raise ValueError("optimize applies to the torch backend only")
-            if device not in ("cpu", None):
-                raise ValueError("the onnx backend runs on the CPU here; use --device cpu")
-            return cls.from_onnx(path, batch_size=batch_size)
-        if backend != "torch":
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        return cls.from_checkpoint(path, device=device, optimize=optimize, batch_size=batch_size)
+             optimize: bool | None = None, batch_size: int = 16, precision: str = "fp32") -> "Tagger":
+        """A checkpoint or an ONNX file (by its `.onnx` extension). `backend`: "auto"
+        (default), "onnxruntime" ("onnx"), "torch" or "plain"; ONNX files run on ONNX
+        Runtime only."""
+        from samplecnn.inference.runners import load_runner
+
+        backend = backend or "auto"
+        if optimize is False:
+            if str(path).lower().endswith(".onnx"):
+                raise ValueError("--no-optimize (the plain PyTorch model) needs a checkpoint, not an ONNX file")
+            backend = "plain"
+        return cls(load_runner(path, backend, device, precision), batch_size)
+
+    @property
+    def backend(self):
+        """The runner (kept under its older name)."""
+        return self.runner
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.runner.layer_names)
 
     # -- metadata ----------------------------------------------------------------------
     @property
     def tags(self) -> list[str]:
-        return self.backend.tags
+        return list(self.runner.tags)
 
     @property
     def sample_rate(self) -> int:
-        return self.backend.sample_rate
+        return int(self.runner.sample_rate)
 
     @property
     def input_samples(self) -> int:
-        return self.backend.input_samples
+        return int(self.runner.input_samples)
 
     @property
     def window_s(self) -> float:
@@ -300,18 +209,11 @@ class Tagger:
     # -- the model call ----------------------------------------------------------------
     def logits(self, windows: np.ndarray) -> np.ndarray:
         """float32 windows `(B, input_samples)` at the model's rate -> logits `(B, n_tags)`."""
-        x = np.asarray(windows, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.input_samples:
-            raise ValueError(f"expected windows of shape (batch, {self.input_samples}), got {x.shape}")
-        return np.asarray(self.backend.logits(x), dtype=np.float32)
+        return np.asarray(self.runner.logits(windows), dtype=np.float32)
 
     def embeddings(self, windows: np.ndarray, layer: str = "features", pool: str = "mean") -> np.ndarray:
         """float32 windows `(B, input_samples)` -> `(B, C)`: `layer` pooled over time."""
-        self.check_layer(layer, pool)
-        x = np.asarray(windows, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.input_samples:
-            raise ValueError(f"expected windows of shape (batch, {self.input_samples}), got {x.shape}")
-        return np.asarray(self.backend.embed(x, layer, pool), dtype=np.float32)
+        return np.asarray(self.runner.embed(windows, layer, pool), dtype=np.float32)
 
     # -- single sources --------------------------------------------------------------
     def _windows_apply(self, source, sample_rate, grid: WindowGrid, fn) -> tuple[np.ndarray, np.ndarray, StreamInfo]:
@@ -368,16 +270,12 @@ class Tagger:
         and their mean over windows `(C,)`."""
         self.check_layer(layer, pool)
         starts, emb, info = self._windows_apply(
-            source, sample_rate, self.grid(hop, last), lambda x: self.backend.embed(x, layer, pool))
+            source, sample_rate, self.grid(hop, last), lambda x: self.embeddings(x, layer, pool))
         start_s, end_s = _times(starts, self.input_samples, self.sample_rate, info.duration_s)
         return Embedding(layer, emb, emb.mean(axis=0), start_s, end_s, float(info.duration_s))
 
     def check_layer(self, layer: str, pool: str = "mean") -> None:
-        if pool not in ("mean", "max"):
-            raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
-        names = self.backend.layer_names()
-        if self.backend.name == "torch" and layer not in names:
-            raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(names)}")
+        self.runner.check_layer(layer, pool)
 
     # -- records -----------------------------------------------------------------------
     def make_record(self, path: str | None, logits: np.ndarray | None, info: dict, *,
@@ -435,7 +333,7 @@ class Tagger:
                     batch_size: int | None = None, last: str = "pad") -> Iterator[FileResult]:
         """Embeddings of many files; `FileResult.outputs` is `(n_windows, C)`."""
         self.check_layer(layer, pool)
-        return run_batched(paths, lambda x: self.backend.embed(x, layer, pool),
+        return run_batched(paths, lambda x: self.embeddings(x, layer, pool),
                            sample_rate=self.sample_rate, grid=self.grid(hop, last),
                            batch_size=batch_size or self.batch_size, workers=workers)
 
