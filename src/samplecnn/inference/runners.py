@@ -172,10 +172,13 @@ class OrtRunner(Runner):
         (out,) = self._scores.run(["logits"], {"audio": self._windows(x)})
         return out
 
-    def embed(self, x: np.ndarray, layer: str = "features", pool: str = "mean") -> np.ndarray:
+    def check_layer(self, layer: str, pool: str = "mean") -> None:
         if self._embeddings_graph is None:
             raise ValueError(f"{self.label}: embeddings need the PyTorch checkpoint; an ONNX "
                              "export only outputs tag scores")
+        super().check_layer(layer, pool)
+
+    def embed(self, x: np.ndarray, layer: str = "features", pool: str = "mean") -> np.ndarray:
         self.check_layer(layer, pool)
         if self._embed_session is None:
             graph = self._embeddings_graph
