@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samplecnn: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # User-facing errors are one line; tracebacks are for bugs.
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (ValueError, FileNotFoundError) as err:
+        # User-facing errors are one line; tracebacks are for bugs (a KeyError is a bug:
+        # code that reads user input raises ValueError naming the input).
+        msg = " ".join(str(err).split()) or type(err).__name__
         print(f"samplecnn {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
