@@ -226,23 +226,19 @@ def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | N
     if not c.get("val_loss") and not c.get("train_loss_epoch"):
         raise ValueError(f"{run_dir}: the logs hold no finished epoch yet")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for key, label in (("train_loss_epoch", "train"), ("val_loss", "valid")):
-        if key in c:
-            e = sorted(c[key])
-            axes[0].plot(e, [c[key][i] for i in e], marker=".", label=label)
-    axes[0].set(title="BCE loss", xlabel="epoch")
-    axes[0].legend()
-    for key, label in (("val_roc_auc", "ROC-AUC"), ("val_pr_auc", "PR-AUC")):
-        if key in c:
-            e = sorted(c[key])
-            axes[1].plot(e, [c[key][i] for i in e], marker=".", label=label)
-    axes[1].set(title="validation (clip level, macro)", xlabel="epoch")
-    axes[1].legend()
+    panels = [("BCE loss", (("train_loss_epoch", "train"), ("val_loss", "valid"))),
+              ("validation (clip level, macro)", (("val_roc_auc", "ROC-AUC"), ("val_pr_auc", "PR-AUC"))),
+              ("learning rate", (("lr", None),))]
+    for ax, (title, series) in zip(axes, panels):
+        for key, label in series:
+            if key in c:
+                e = sorted(c[key])
+                ax.plot(e, [c[key][i] for i in e], marker=".", label=label)
+        ax.set(title=title, xlabel="epoch")
+        if series[0][1] is not None:
+            ax.legend()
     if "lr" in c:
-        e = sorted(c["lr"])
-        axes[2].plot(e, [c["lr"][i] for i in e], marker=".")
         axes[2].set_yscale("log")
-    axes[2].set(title="learning rate", xlabel="epoch")
     fig.tight_layout()
     return save_figure(fig, path or Path(run_dir) / "plots" / "training_curves.png")
 
