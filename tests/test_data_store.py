@@ -274,3 +274,34 @@ def test_real_mtat_clip_passes_the_duration_filter(tmp_path):
     assert store.durations[0] == pytest.approx(465_984 / 16000)
     assert store.lengths[0] == len(load_audio(real, SR).samples)
     assert [store.tags[j] for j in np.flatnonzero(store.labels[0])] == ["techno"]
+
+
+def test_a_failed_clip_write_leaves_no_temp_file_and_is_recorded(tmp_path, monkeypatch):
+    # prepare writes through samplecnn.atomic: a write that fails midway removes its
+    # temporary file, and the clip is recorded as skipped with the reason.
+    import samplecnn.data.prepare as prep
+
+    write_audio(tmp_path / "a.wav", tone(0.2, 8000), 8000)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+
+    def torn_save(f, arr, allow_pickle=False):
+        f.write(b"\x93NUMPY half a header")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prep.np, "save", torn_save)
+    i, info = prep.decode_clip((0, str(tmp_path / "a.wav"), str(clips), 8000, 100, None))
+    assert info["status"] == "skipped" and "disk full" in info["reason"]
+    assert sorted(os.listdir(clips)) == ["0.json"]
+
+
+def test_int16_scale_is_written_in_one_place():
+    from samplecnn.data.store import INT16_SCALE
+
+    src = Path(__file__).resolve().parents[1] / "src" / "samplecnn"
+    holders = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                     if "32767" in p.read_text("utf-8"))
+    assert holders == ["data/store.py"] and INT16_SCALE == 32767.0
+    import samplecnn.data.prepare as prep
+
+    assert not hasattr(prep, "open_store")

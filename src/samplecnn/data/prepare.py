@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, write_json
 from ..audio import AudioError, load_audio
 from .manifest import SPLITS, Manifest
-from .store import STORE_FORMAT, STORE_VERSION, SegmentStore, float_to_int16
+from .store import INT16_SCALE, STORE_FORMAT, STORE_VERSION, float_to_int16
 
 DEFAULT_SAMPLE_RATE = 22_050
 #: One 3^9 segment: shorter clips are zero-padded up to it (and flagged `padded`).
@@ -65,22 +66,10 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8"))
-
-
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
 
 
 def _one_line(text: str) -> str:
@@ -101,7 +90,7 @@ def decode_clip(task: tuple) -> tuple[int, dict]:
             info = {"status": "dropped",
                     "reason": f"shorter than {min_duration_s:g} s ({a.duration_s:.3f} s)"}
         else:
-            _atomic_save_npy(clip_dir / f"{i}.npy", float_to_int16(a.samples))
+            _save_npy(clip_dir / f"{i}.npy", float_to_int16(a.samples))
             info = {"status": "ok", "length": int(len(a.samples)), "padded": bool(a.padded),
                     "silent": bool(a.silent), "duration": float(a.duration_s)}
     except AudioError as err:
@@ -109,7 +98,7 @@ def decode_clip(task: tuple) -> tuple[int, dict]:
     except Exception as err:  # a bad file must never take the other clips down
         info = {"status": "skipped",
                 "reason": _one_line(f"unexpected error: {type(err).__name__}: {err}")}
-    _atomic_write_json(clip_dir / f"{i}.json", info)
+    write_json(clip_dir / f"{i}.json", info)
     return i, info
 
 
@@ -235,7 +224,7 @@ def prepare_store(
     partial.mkdir(parents=True, exist_ok=True)
     clip_dir.mkdir(exist_ok=True)
     if not (partial / "plan.json").exists():
-        _atomic_write_json(partial / "plan.json", plan)
+        write_json(partial / "plan.json", plan)
 
     n = len(manifest)
     results: dict[int, dict] = {}
@@ -289,30 +278,26 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
     lengths = np.array([results[i]["length"] for i in keep], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if keep \
         else np.zeros(0, np.int64)
-    tmp = partial / ".audio.i16.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_path(partial / "audio.i16") as tmp, open(tmp, "wb") as f:
         for i, length in zip(keep, lengths):
             arr = np.load(clip_dir / f"{i}.npy", allow_pickle=False)
             if arr.dtype != np.dtype("<i2") or len(arr) != length:
                 raise RuntimeError(f"{clip_dir / f'{i}.npy'}: damaged work file; "
                                    "delete it and its .json, then rerun")
             f.write(arr.tobytes())
-    os.replace(tmp, partial / "audio.i16")
-    tmp = partial / ".index.tmp.npz"
-    np.savez(
-        tmp,
-        offsets=offsets,
-        lengths=lengths,
-        clip_ids=np.array([manifest.clip_ids[i] for i in keep], dtype=str),
-        paths=np.array([manifest.paths[i] for i in keep], dtype=str),
-        splits=np.array([manifest.splits[i] for i in keep], dtype=str),
-        padded=np.array([results[i]["padded"] for i in keep], dtype=bool),
-        silent=np.array([results[i]["silent"] for i in keep], dtype=bool),
-        durations=np.array([results[i]["duration"] for i in keep], dtype=np.float64),
-    )
-    os.replace(tmp, partial / "index.npz")
-    _atomic_save_npy(partial / "labels.npy",
-                     np.ascontiguousarray(manifest.labels[keep], dtype=np.uint8))
+    with atomic_path(partial / "index.npz", suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            offsets=offsets,
+            lengths=lengths,
+            clip_ids=np.array([manifest.clip_ids[i] for i in keep], dtype=str),
+            paths=np.array([manifest.paths[i] for i in keep], dtype=str),
+            splits=np.array([manifest.splits[i] for i in keep], dtype=str),
+            padded=np.array([results[i]["padded"] for i in keep], dtype=bool),
+            silent=np.array([results[i]["silent"] for i in keep], dtype=bool),
+            durations=np.array([results[i]["duration"] for i in keep], dtype=np.float64),
+        )
+    _save_npy(partial / "labels.npy", np.ascontiguousarray(manifest.labels[keep], dtype=np.uint8))
 
     skipped = list(manifest.skipped) + [
         (manifest.paths[i], results[i]["reason"]) for i in range(len(manifest))
@@ -346,7 +331,7 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
         "source_root": manifest.root,
         "sample_rate": int(sample_rate),
         "dtype": "int16",
-        "int16_scale": 32767,
+        "int16_scale": int(INT16_SCALE),
         "tags": list(manifest.tags),
         "n_clips": len(keep),
         "total_samples": int(lengths.sum()) if keep else 0,
@@ -360,9 +345,4 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
         "notes": notes,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_json(partial / "meta.json", meta)
-
-
-def open_store(path: str | os.PathLike) -> SegmentStore:
-    """`SegmentStore(path)`, for symmetry with `prepare_store`."""
-    return SegmentStore(path)
+    write_json(partial / "meta.json", meta)

@@ -3,7 +3,7 @@
 Every variant is a config over the one builder (`SampleCNN`); registering a variant is a
 row in a table, never a copy of a network. Names are stable and shell-friendly:
 
-- `m{m}n{n}_{input}`: the 36 rows of the paper's variant table (raw waveform; sample-level
+- `m{m}n{n}_{input}`: the 42 rows of the paper's variant table (raw waveform; sample-level
   when the first filter equals m, frame-level otherwise), e.g. `m3n9_59049`;
 - `samplecnn`: the paper's 3^9 model (= `m3n9_59049`), and its follow-ups
   `samplecnn_se`, `samplecnn_rese2`, `samplecnn_ml`, `samplecnn_se_ml`, `samplecnn_rese2_ml`;

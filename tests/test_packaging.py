@@ -1,0 +1,65 @@
+"""Packaging and shipped-config facts that nothing else keeps in sync."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
+    # A TOML table made setuptools print a deprecation warning (three times) on install;
+    # the SPDX string needs setuptools >= 77 to be understood at all.
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+    assert meta["project"]["license"] == "MIT"
+    req = [r for r in meta["build-system"]["requires"] if r.startswith("setuptools")]
+    assert len(req) == 1
+    m = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", req[0].replace(" ", ""))
+    assert m and int(m.group(1)) >= 77, req
+
+
+# --------------------------------------------------------------- variants = overrides
+def _registry_rows():
+    from samplecnn.models.registry import PAPER_TABLE
+
+    return [f"m{m}n{n}_{size}" for (m, size), rows in PAPER_TABLE.items() for n, _ in rows]
+
+
+def test_variants_are_overrides_not_copied_yaml_files():
+    # A variant is `model.name=<registry name>` on a base recipe: the 42 files that
+    # restated the paper's table (and drifted from it) are gone.
+    assert not (REPO / "configs" / "variants").exists()
+    shipped = sorted(p.stem for p in (REPO / "configs").rglob("*.yaml"))
+    assert not set(shipped) & set(_registry_rows())
+
+
+@pytest.mark.parametrize("base", ["paper_mtat.yaml", "adam_mtat.yaml"])
+def test_every_registry_name_is_a_model_name_override_of_a_base_recipe(base):
+    from samplecnn.models import get_model_config, list_models
+    from samplecnn.training.config import load_config
+
+    names = list_models()
+    assert set(_registry_rows()) <= set(names)
+    for name in names:
+        cfg = load_config(REPO / "configs" / base, [f"model.name={name}"])
+        assert cfg["model"]["name"] == name
+        model = dict(cfg["model"])
+        # The base recipe adds nothing to the model: the variant is the registry row.
+        assert get_model_config(model.pop("name"), **model) == get_model_config(name)
+
+
+def test_docs_count_the_variant_rows_the_registry_has():
+    n = len(_registry_rows())
+    assert n == 42
+    texts = {p: p.read_text("utf-8") for p in [REPO / "README.md", *(REPO / "docs").glob("*.md"),
+                                                REPO / "src/samplecnn/models/registry.py"]}
+    found = 0
+    for p, text in texts.items():
+        for m in re.finditer(r"(\d+)\s+rows\s+of\s+the\s+paper's\s+variant\s+table", text):
+            found += 1
+            assert int(m.group(1)) == n, f"{p.name} says {m.group(1)} rows, the registry has {n}"
+        assert "configs/variants" not in text, p
+    assert found >= 1
