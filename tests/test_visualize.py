@@ -7,7 +7,7 @@ import pytest
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
 from samplecnn.models import create_model
-from samplecnn.visualize import ascend_layer, input_length, visualize_filters
+from samplecnn.visualize import ascend_layer, input_length, kernel_spectra, visualize_filters
 
 
 def _model():
@@ -36,6 +36,31 @@ def test_spectra_peaks_and_sort_order():
     np.testing.assert_allclose(r.inputs.mean(axis=1), 0, atol=1e-5)  # mean removed
 
 
+def test_ascent_cannot_separate_front_end_filters():
+    # Why the front end is drawn from its kernels: a convolution whose stride equals its
+    # length tiles the ascent gradient with that period, so every filter peaks at sr / 3.
+    model = _model()
+    r = ascend_layer(model, "frontend", steps=5)
+    assert model.config.first_filter == 3
+    np.testing.assert_allclose(r.peak_hz, 8000 / 3, rtol=1e-3)
+
+
+def test_front_end_kernel_spectra_separate_filters():
+    model = _model()
+    r = kernel_spectra(model, n_fft=256)
+    w = model.frontend.conv[0].weight.detach().double().numpy()[:, 0, :]
+    freqs = np.fft.rfftfreq(256, 1 / 8000)
+    # Independent DFT of each zero-padded kernel.
+    k = np.arange(w.shape[1])
+    direct = np.abs(w @ np.exp(-2j * np.pi * np.outer(k, freqs) / 8000))
+    np.testing.assert_allclose(r.spectra, direct, rtol=1e-5, atol=1e-6)
+    assert r.method == "kernel" and r.inputs.shape == w.shape
+    assert np.all(np.diff(r.peak_hz[r.order]) >= 0)
+    # Filters now differ: peaks spread over the band, not one value for all.
+    assert len(np.unique(np.round(r.peak_hz))) >= 3
+    assert r.peak_hz.min() < 1000 and r.peak_hz.max() > 3000
+
+
 def test_input_length_grows_for_deep_layers_of_large_filters():
     m = create_model("m3n4_59049", n_tags=2)  # first filter 729
     assert input_length(m, "frontend") == 729
@@ -50,6 +75,7 @@ def test_cli_writes_one_image_per_layer(tmp_path, capsys):
         assert (tmp_path / "viz" / f"{layer}.png").stat().st_size > 1000
         d = np.load(tmp_path / "viz" / f"{layer}.npz")
         assert d["spectra"].shape[0] == len(d["peak_hz"])
+        assert str(d["method"]) == ("kernel" if layer == "frontend" else "ascent")
     assert main(["visualize", "filters", str(ckpt), "--out", str(tmp_path / "v2"),
                  "--layers", "features"]) == 2
     assert "unknown layer" in capsys.readouterr().err

@@ -1,6 +1,14 @@
 """The paper's filter visualisation: what each filter of the lower layers responds to.
 
-For every filter of a layer, gradient ascent starts from a short random input (729
+The strided front end is shown by the spectra of its learned kernels themselves: gradient
+ascent through a convolution whose stride equals its length tiles the kernel with period
+`filter` samples, so every filter's ascent input peaks at sample_rate / filter and sorting
+by peak separates nothing. Each kernel `(filter,)` is zero-padded to `n_fft` samples and
+its magnitude spectrum taken; filters are sorted by peak frequency, ties by spectral
+centroid (a 3-tap kernel is a low-pass, high-pass or band-stop shape, so many share a
+peak at 0 Hz or Nyquist).
+
+For every filter of a deeper layer, gradient ascent starts from a short random input (729
 samples, uniform in +-0.015) and maximises the filter's mean activation, with the
 gradient normalised by its RMS and step 1.0, for about 18 steps. The mean of the result
 is removed, its magnitude spectrum taken, and the filters of a layer are drawn as one
@@ -36,7 +44,8 @@ class LayerFilters:
     peak_hz: np.ndarray
     order: np.ndarray
     sample_rate: int
-    gain: np.ndarray  # mean activation reached per filter
+    gain: np.ndarray  # mean activation reached per filter (ascent); kernel norm (front end)
+    method: str = "ascent"  # "ascent" (gradient-ascent inputs) or "kernel" (learned kernels)
 
 
 def _layer_output(model: SampleCNN, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -103,6 +112,27 @@ def ascend_layer(model: SampleCNN, layer: str, steps: int = 18, step_size: float
                         order, model.sample_rate, gains.numpy())
 
 
+def kernel_spectra(model: SampleCNN, n_fft: int = 512) -> LayerFilters:
+    """Magnitude spectra of the raw front end's learned kernels.
+
+    Shapes: kernels `(C, filter)` -> spectra `(C, n_fft // 2 + 1)` (zero-padded DFT).
+    """
+    if model.config.frontend != "raw":
+        raise ValueError("kernel spectra need a raw-waveform front end")
+    conv = model.frontend.conv[0]
+    kernels = conv.weight.detach().double().cpu().numpy()[:, 0, :]          # (C, k)
+    n_fft = max(int(n_fft), kernels.shape[1])
+    spectra = np.abs(np.fft.rfft(kernels, n=n_fft, axis=1))
+    freqs = np.fft.rfftfreq(n_fft, d=1.0 / model.sample_rate)
+    peak = freqs[np.argmax(spectra, axis=1)]
+    power = spectra ** 2
+    centroid = (power * freqs).sum(axis=1) / np.maximum(power.sum(axis=1), 1e-30)
+    order = np.lexsort((centroid, peak))
+    return LayerFilters("frontend", kernels.astype(np.float32), spectra.astype(np.float32),
+                        peak, order, model.sample_rate,
+                        np.linalg.norm(kernels, axis=1), method="kernel")
+
+
 def plot_layer(result: LayerFilters, path: str | os.PathLike, title: str | None = None) -> Path:
     """One image: x = filters sorted by peak frequency, y = frequency, colour = magnitude
     normalised per filter (dB)."""
@@ -119,7 +149,8 @@ def plot_layer(result: LayerFilters, path: str | os.PathLike, title: str | None 
                    extent=(0, spec.shape[1], 0, nyq / 1000))
     ax.set_xlabel("filter (sorted by peak frequency)")
     ax.set_ylabel("frequency (kHz)")
-    ax.set_title(title or f"{result.layer}: spectra of gradient-ascent inputs")
+    what = "learned kernels (zero-padded)" if result.method == "kernel" else "gradient-ascent inputs"
+    ax.set_title(title or f"{result.layer}: spectra of {what}")
     fig.colorbar(im, ax=ax, label="dB (per filter)")
     fig.tight_layout()
     return save_figure(fig, path)
@@ -131,8 +162,10 @@ def visualize_filters(checkpoint: str | os.PathLike | SampleCNN, out_dir: str | 
                       log=None) -> dict[str, dict]:
     """Visualise the filters of the lower layers of a checkpoint into `out_dir`.
 
-    Default layers: the front end and the first three blocks. Writes `<layer>.png` and
-    `<layer>.npz` (inputs, spectra, peak_hz, order) per layer; returns
+    Default layers: the front end and the first three blocks. The front end is drawn from
+    its kernels' spectra (see the module docstring), deeper layers by gradient ascent.
+    Writes `<layer>.png` and `<layer>.npz` (inputs, spectra, peak_hz, order, method) per
+    layer; returns
     `{layer: {"png", "npz", "peak_hz_sorted"}}`.
     """
     model = checkpoint if isinstance(checkpoint, SampleCNN) else load_model(checkpoint)
@@ -145,14 +178,18 @@ def visualize_filters(checkpoint: str | os.PathLike | SampleCNN, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for layer in layers:
-        r = ascend_layer(model, layer, steps=steps, step_size=step_size, length=length,
-                         seed=seed, max_filters=max_filters)
+        if layer == "frontend":
+            r = kernel_spectra(model)
+        else:
+            r = ascend_layer(model, layer, steps=steps, step_size=step_size, length=length,
+                             seed=seed, max_filters=max_filters)
         png = plot_layer(r, out / f"{layer}.png")
         npz = out / f"{layer}.npz"
         with atomic_path(npz, suffix=".npz") as tmp:
             np.savez_compressed(tmp, inputs=r.inputs, spectra=r.spectra, peak_hz=r.peak_hz,
-                                order=r.order, sample_rate=r.sample_rate, gain=r.gain)
-        results[layer] = {"png": str(png), "npz": str(npz),
+                                order=r.order, sample_rate=r.sample_rate, gain=r.gain,
+                                method=r.method)
+        results[layer] = {"png": str(png), "npz": str(npz), "method": r.method,
                           "peak_hz_sorted": r.peak_hz[r.order].tolist()}
         if log:
             log(f"{layer}: {len(r.peak_hz)} filters, peaks {r.peak_hz.min():.0f}-{r.peak_hz.max():.0f} Hz -> {png}")

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "filters", help="spectra of inputs that maximise each filter of the lower layers",
         description="Gradient ascent from short random inputs (729 samples, +-0.015) to each "
                     "filter of the lower layers; one image per layer with the filters' "
-                    "magnitude spectra sorted by peak frequency (as in the paper).",
+                    "magnitude spectra sorted by peak frequency (as in the paper). The "
+                    "strided front end shows its learned kernels' spectra instead.",
     )
     f.add_argument("checkpoint")
     f.add_argument("--out", required=True, metavar="DIR")
