@@ -175,3 +175,16 @@ def test_bad_options_and_inputs_are_one_line_value_errors():
             check_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         check_device("gpu0")
+
+
+@pytest.mark.parametrize("backend", ["plain", "auto"])
+def test_bench_infer_runs_every_backend(backend, capsys):
+    import json
+
+    from samplecnn.cli import main
+
+    assert main(["bench", "infer", "--model", "samplecnn_small", "--batch", "2", "--iters", "1",
+                 "--warmup", "0", "--backend", backend, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == backend and out["segments_per_s"] > 0
+    assert out["module"] == ("TorchRunner" if backend == "plain" else "OrtRunner")

@@ -85,7 +85,8 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
     if batch < 1 or iters < 1:
         raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
     set_threads(threads)
-    model = create_model(name, seed=seed).eval().to(device)
+    # Runners name their outputs, so the random model gets placeholder tag names.
+    model = create_model(name, seed=seed, tags=[f"tag{i}" for i in range(50)]).eval().to(device)
     x = np.random.default_rng(seed).standard_normal((batch, model.input_samples)).astype(np.float32)
     t0 = time.perf_counter()
     run = optimize_for_inference(model, backend=backend, precision=precision, device=device)
