@@ -15,7 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "reported in the output and on stderr; exit status 1 if any failed.",
     )
     p.add_argument("model", help="checkpoint (.ckpt/.pt) or ONNX file from `samplecnn export`")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders or globs")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="audio files, folders or globs (optional with --manifest)")
+    p.add_argument("--manifest", default=None, metavar="FILE",
+                   help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
+                        "(relative paths are under the manifest's folder)")
     p.add_argument("--top-k", type=int, default=5, help="tags listed in `top` (default 5)")
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window, no overlap)")
@@ -25,12 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--last", choices=["pad", "drop"], default="pad",
                    help="the samples after the last full window: pad = score them in one "
                         "zero-padded window (default), drop = full windows only")
-    p.add_argument("--format", choices=["json", "jsonl", "csv"], default="json",
-                   help="output format (default json)")
-    p.add_argument("--output", "-o", default=None, metavar="FILE", help="output file (default stdout)")
+    p.add_argument("--format", choices=["json", "jsonl", "csv", "parquet"], default=None,
+                   help="output format (default json; parquet: a folder of part files, one row "
+                        "per file, needs --output DIR; the Ray engine writes parquet by default)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="output file, or folder for parquet (default stdout)")
     p.add_argument("--resume", action="store_true",
-                   help="with --format jsonl --output FILE: skip files already tagged in FILE "
-                        "(failed files are retried)")
+                   help="with --format jsonl or parquet and --output: skip files already tagged "
+                        "there (failed files are retried)")
+    ray = p.add_argument_group("cluster engine (Ray Data; pip install 'samplecnn[ray]')")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="local (default): this machine; ray: decode in Ray tasks, score in a "
+                          "pool of Ray actors (formats parquet, jsonl)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="the Ray cluster to join, e.g. ray://head:10001 or auto (default: "
+                          "$RAY_ADDRESS, else a local Ray instance)")
+    ray.add_argument("--num-workers", type=int, default=1, metavar="N",
+                     help="scoring actors, each holding the model once (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                     help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
@@ -49,29 +66,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from samplecnn.tagging import Tagger, expand_paths
-    from samplecnn.tagging.writers import open_writer, path_key, read_done_paths, taggram_names, write_taggram
+    from samplecnn.tagging.writers import open_writer, path_key, taggram_names, write_taggram
 
-    if args.resume and (args.format != "jsonl" or not args.output):
-        raise ValueError("--resume needs --format jsonl and --output FILE")
+    from samplecnn.tagging.catalog import done_keys, model_name, open_output, read_manifest
+
+    if args.format is None:
+        args.format = "parquet" if args.engine == "ray" else "json"
+    if not args.paths and not args.manifest:
+        raise ValueError("give PATHs to tag, or --manifest FILE")
+    if args.resume and (args.format not in ("jsonl", "parquet") or not args.output):
+        raise ValueError("--resume needs --format jsonl or parquet and --output")
+    if args.format == "parquet" and not args.output:
+        raise ValueError("--format parquet writes a folder of part files: give --output DIR")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be 0 or more, got {args.top_k}")
 
     def warn(msg: str) -> None:
         print(f"samplecnn tag: warning: {msg}", file=sys.stderr)
 
-    paths = expand_paths(args.paths, warn=warn)
+    if args.engine == "ray":
+        return _run_ray(args, warn)
+    paths = expand_paths(args.paths, warn=warn) if args.paths else []
+    if args.manifest:
+        paths += read_manifest(args.manifest)
     tagger = Tagger.load(args.model, backend=args.backend, device=args.device,
                          optimize=args.optimize, batch_size=args.batch_size)
     tagger.hop_samples(args.hop)  # validate before any work
     todo = paths
     if args.resume:
-        done = read_done_paths(args.output)
+        done = done_keys(args.format, args.output)
         todo = [p for p in paths if path_key(p) not in done]
         if len(todo) < len(paths):
             print(f"samplecnn tag: resuming, {len(paths) - len(todo)} file(s) already done",
                   file=sys.stderr)
     names = taggram_names(paths) if args.taggram_dir else {}
-    writer = open_writer(args.format, args.output, tagger.tags, paths, append=args.resume)
+    if args.format == "parquet":
+        writer = open_output("parquet", args.output, tagger.tags, model_name(args.model),
+                             append=args.resume)
+    else:
+        writer = open_writer(args.format, args.output, tagger.tags, paths, append=args.resume)
     failed = 0
     try:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
@@ -88,3 +121,30 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"samplecnn tag: {failed} of {len(todo)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_ray(args: argparse.Namespace, warn) -> int:
+    from samplecnn.tagging.catalog import tag_catalog
+
+    if args.format not in ("parquet", "jsonl") or not args.output:
+        raise ValueError("--engine ray writes --format parquet (or jsonl) to --output")
+    if args.taggram_dir:
+        raise ValueError("--taggram-dir is for the local engine (--engine local)")
+    if args.device != "cpu":
+        raise ValueError("--device is for the local engine; on Ray use --gpus-per-worker")
+
+    def on_record(rec: dict) -> None:
+        if rec.get("error") is not None and not args.quiet:
+            print(f"samplecnn tag: {rec['path']}: {rec['error']}", file=sys.stderr)
+
+    run = tag_catalog(args.model, args.paths, manifest=args.manifest, output=args.output,
+                      fmt=args.format, engine="ray", resume=args.resume, hop=args.hop,
+                      aggregate=args.aggregate, top_k=args.top_k, last=args.last,
+                      batch_size=args.batch_size, backend=args.backend,
+                      ray_address=args.ray_address, num_workers=args.num_workers,
+                      gpus_per_worker=args.gpus_per_worker, on_record=on_record, warn=warn)
+    if args.resume and run.skipped:
+        print(f"samplecnn tag: resuming, {run.skipped} file(s) already done", file=sys.stderr)
+    if run.failed:
+        print(f"samplecnn tag: {run.failed} of {run.tagged} file(s) failed", file=sys.stderr)
+    return 1 if run.failed else 0

@@ -1,0 +1,307 @@
+"""The cluster engine: `samplecnn tag --engine ray` on Ray Data.
+
+    paths (a list, or a manifest read by the cluster)
+      -> decode + cut windows         Ray tasks (CPU), `sources` + the one window grid
+      -> score + aggregate per file   an actor pool: a `Tagger` loaded once per actor (on a
+                                      GPU when asked), the one batching loop
+                                      (`score_messages`), `Tagger.make_record`
+      -> records streamed to the driver, written as Parquet parts (or JSONL lines)
+
+A file travels as one row from decoding to scoring (its windows, float32 bytes), so the
+record is made where its last window is scored, by the same `make_record` as the local
+engine: same files and options, same scores. The driver iterates the results as they come
+(Ray Data's streaming executor bounds what is in flight), so it never holds the catalog's
+audio or all its records.
+
+Faults: Ray restarts a scoring actor that dies and retries the batch it was scoring
+(`max_restarts=-1`, `max_task_retries=-1`), and retries decode tasks whose worker died, so
+a dead worker loses nothing; a row it had already sent is at worst written again, and
+outputs are read back deduplicated by path (`tagging.parquet.read_output`). A killed
+driver leaves whole part files; `--resume` tags what is missing.
+
+Ray is optional: `pip install 'samplecnn[ray]'`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from samplecnn.paths import escape_path, path_key, unescape_path
+
+__all__ = ["run_ray", "require_ray", "RAY_INSTALL_HINT"]
+
+RAY_INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'samplecnn[ray]'"
+
+# Test hook: when this names a file holding a number N, the first scoring actor to reach
+# its N-th batch claims the file (rename) and exits at once, as a killed worker would.
+FAULT_ENV = "SAMPLECNN_RAY_FAULT_FILE"
+
+# CPUs a decode task asks Ray for: decoding costs a few per cent of scoring, and a small
+# share lets it run beside actors that hold most of a machine's CPUs.
+DECODE_CPUS = 0.25
+
+
+def require_ray():
+    """`ray` (with Ray Data), or ValueError with the install command."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ValueError(RAY_INSTALL_HINT) from None
+    return ray
+
+
+# -- worker side ------------------------------------------------------------------------
+
+
+def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
+    """One file (`path`: escaped name) -> its windows as bytes, or its error."""
+    from .sources import _file_messages
+
+    out = {"path": row["path"], "starts": b"", "windows": b"", "info": "{}", "error": ""}
+    name = unescape_path(row["path"])
+    if not name:
+        out["error"] = "empty path"
+        return out
+    starts, wins = [], []
+    for msg in _file_messages(0, name, sample_rate, grid, chunk=64):
+        if msg[0] == "windows":
+            starts.append(msg[2])
+            wins.append(msg[3])
+        elif msg[0] == "done":
+            out["info"] = json.dumps(msg[2], ensure_ascii=False)
+        else:
+            out["error"] = msg[2] or "unknown error"
+            return out
+    out["starts"] = np.concatenate(starts).astype(np.int64).tobytes()
+    out["windows"] = np.concatenate(wins).astype(np.float32).tobytes()
+    return out
+
+
+def _manifest_row(row: dict, *, base: str) -> dict:
+    from .catalog import resolve_manifest_path
+
+    return {"path": escape_path(resolve_manifest_path(row.get("path"), base))}
+
+
+class _NotDone:
+    """Filter for `--resume`: keeps rows whose file is not in the done set (held in the
+    object store once, fetched once per worker process)."""
+
+    def __init__(self, done_ref):
+        self.done_ref = done_ref
+        self._done = None
+
+    def __call__(self, row: dict) -> bool:
+        if self._done is None:
+            import ray
+
+            self._done = ray.get(self.done_ref)
+        return path_key(unescape_path(row["path"])) not in self._done
+
+
+def _maybe_fault(calls: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or not os.path.exists(spec):
+        return
+    try:
+        with open(spec) as f:
+            after = int(f.read().strip() or "1")
+    except (OSError, ValueError):
+        return
+    if calls >= after:
+        try:
+            os.rename(spec, spec + ".fired")  # only one actor wins, once
+        except OSError:
+            return
+        os._exit(1)
+
+
+class _Scorer:
+    """The scoring actor: a `Tagger` loaded once; a batch of decoded files -> records."""
+
+    def __init__(self, model: str, backend: str, device: str, threads: int, batch_size: int,
+                 hop_s: float | None, aggregate: str, top_k: int, last: str):
+        import torch
+
+        from samplecnn.inference.runners import load_runner
+
+        from .tagger import Tagger
+
+        torch.set_num_threads(threads)
+        self.tagger = Tagger(load_runner(model, backend, device, threads=threads), batch_size)
+        self.grid = self.tagger.grid(hop_s, last)
+        self.options = dict(aggregate=aggregate, top_k=top_k, last=last,
+                            hop_s=self.grid.hop / self.tagger.sample_rate)
+        self.calls = 0
+
+    def __call__(self, batch: dict) -> dict:
+        from samplecnn.inference.batching import score_messages
+
+        self.calls += 1
+        _maybe_fault(self.calls)
+        paths = list(batch["path"])
+        window = self.tagger.input_samples
+        messages = []
+        for i, (err, starts, wins, info) in enumerate(zip(batch["error"], batch["starts"],
+                                                          batch["windows"], batch["info"])):
+            if err:
+                messages.append(("error", i, str(err)))
+                continue
+            s = np.frombuffer(starts, np.int64)
+            messages.append(("windows", i, s, np.frombuffer(wins, np.float32).reshape(len(s), window)))
+            messages.append(("done", i, json.loads(info)))
+        records: list = [None] * len(paths)
+        for scored in score_messages(messages, self.tagger.logits, self.tagger.batch_size):
+            records[scored.key] = self.tagger.make_record(
+                unescape_path(str(paths[scored.key])), scored.outputs, scored.info,
+                error=scored.error, **self.options)
+        return {"record": np.array([json.dumps(r, ensure_ascii=False, allow_nan=False)
+                                    for r in records], dtype=object)}
+
+
+# -- driver side ------------------------------------------------------------------------
+
+
+def _quiet_ray(ray) -> None:
+    """Only samplecnn's lines on the terminal: no progress bars, execution banners or
+    info logs from Ray."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _connect(ray, address: str | None) -> bool:
+    """Join `address`, or the Ray instance this process already started, or start a local
+    one. Returns True when this call started it (the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    # Ray's C++ core logs to the driver's stderr; its errors reach us as exceptions.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, configure_logging=True)
+    return True
+
+
+def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
+    """Default CPUs per scoring actor: one beside a GPU; on CPUs, the cluster's CPUs less
+    room for decoding, shared between the actors (in quarters, at least one quarter)."""
+    if gpus > 0:
+        return 1.0
+    share = (cluster_cpus - 2 * DECODE_CPUS) / num_workers
+    return max(0.25, np.floor(share * 4) / 4)
+
+
+def _count_rows(manifest: str, kind: str) -> int:
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(manifest).metadata.num_rows)
+    import csv
+
+    with open(manifest, newline="", encoding="utf-8") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
+def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "parquet",
+            resume: bool = False, hop: float | None = None, aggregate: str = "mean",
+            top_k: int = 5, last: str = "pad", batch_size: int = 16, backend: str = "auto",
+            ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
+            cpus_per_worker: float | None = None, files_per_batch: int = 4,
+            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None):
+    """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
+    from samplecnn.metrics import check_aggregation
+
+    from .catalog import CatalogRun, check_manifest, done_keys, model_name, open_output, write_records
+    from .tagger import Tagger
+
+    ray = require_ray()
+    if int(num_workers) < 1:
+        raise ValueError(f"--num-workers must be at least 1, got {num_workers}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if cpus_per_worker is not None and cpus_per_worker <= 0:
+        raise ValueError(f"CPUs per worker must be positive, got {cpus_per_worker}")
+    if int(batch_size) < 1 or int(files_per_batch) < 1:
+        raise ValueError(f"batch sizes must be at least 1, got {batch_size} windows, "
+                         f"{files_per_batch} files")
+    check_aggregation(aggregate)
+    model = os.fspath(model)
+    if os.path.exists(model):
+        model = os.path.abspath(model)  # actors run elsewhere: same file, any working directory
+    is_onnx = model.lower().endswith(".onnx")
+    # The driver only needs the metadata (tags, rate, window): the plain model is the
+    # cheapest to load; the actors build the runner asked for.
+    meta = Tagger.load(model, backend="auto" if is_onnx else "plain", device="cpu")
+    grid = meta.grid(hop, last)  # validates the hop
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    kind = check_manifest(manifest) if manifest is not None else None
+
+    skipped_known = 0
+    done: set[str] = set()
+    if resume:
+        done = done_keys(fmt, output)
+    rows = [{"path": escape_path(path_key(p))} for p in paths]
+    if done:
+        before = len(rows)
+        rows = [r for r in rows if path_key(unescape_path(r["path"])) not in done]
+        skipped_known = before - len(rows)
+    total = len(paths) + (_count_rows(os.fspath(manifest), kind) if manifest is not None else 0)
+
+    started = _connect(ray, ray_address)
+    try:
+        _quiet_ray(ray)
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        actor_cpus = cpus_per_worker or _actor_cpus(cluster_cpus, int(num_workers), gpus_per_worker)
+        if started and actor_cpus * int(num_workers) + DECODE_CPUS > cluster_cpus:
+            raise ValueError(f"{num_workers} worker(s) x {actor_cpus:g} CPU(s) leave no CPU for "
+                             f"decoding on this machine's {cluster_cpus:g}; use fewer workers")
+        threads = max(1, int(round(actor_cpus)))
+
+        parts = []
+        if rows:
+            parts.append(ray.data.from_items(rows))
+        if manifest is not None:
+            mpath = os.path.abspath(os.fspath(manifest))
+            if kind == "parquet":
+                mds = ray.data.read_parquet(mpath, columns=["path"])
+            else:
+                import pyarrow as pa
+                import pyarrow.csv as pacsv
+
+                mds = ray.data.read_csv(mpath, convert_options=pacsv.ConvertOptions(
+                    include_columns=["path"], column_types={"path": pa.string()}))
+            mds = mds.map(_manifest_row, fn_kwargs={"base": os.path.dirname(mpath)})
+            if done:
+                mds = mds.filter(_NotDone, fn_constructor_args=(ray.put(done),), concurrency=1)
+            parts.append(mds)
+        writer = open_output(fmt, output, meta.tags, model_name(model), append=resume,
+                             rows_per_part=rows_per_part)
+        if not parts:
+            write_records([], writer)
+            return CatalogRun(total, total, 0, 0)
+        ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+        ds = ds.map(_decode_row, fn_kwargs={"sample_rate": meta.sample_rate, "grid": grid},
+                    num_cpus=DECODE_CPUS)
+        ds = ds.map_batches(
+            _Scorer,
+            fn_constructor_kwargs=dict(model=model, backend=backend, device=device, threads=threads,
+                                       batch_size=int(batch_size), hop_s=hop, aggregate=aggregate,
+                                       top_k=int(top_k), last=last),
+            batch_size=int(files_per_batch), batch_format="numpy", concurrency=int(num_workers),
+            num_cpus=actor_cpus, **({"num_gpus": gpus_per_worker} if gpus_per_worker > 0 else {}))
+        records = (json.loads(row["record"]) for row in ds.iter_rows())
+        tagged, failed = write_records(records, writer, on_record)
+    finally:
+        if started:
+            ray.shutdown()
+    return CatalogRun(total, total - tagged if manifest is not None else skipped_known, tagged, failed)
