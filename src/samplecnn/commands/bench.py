@@ -45,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from samplecnn.models import get_model_entry
     from samplecnn.commands.bench_api import bench_inference, bench_training
 
+    from ._common import check_device
+
     get_model_entry(args.model)  # unknown names fail here with the closest matches
+    check_device(args.device)
     if args.bench_mode == "infer":
         res = bench_inference(args.model, batch=args.batch, backend=args.backend,
                               precision=args.precision, iters=args.iters, warmup=args.warmup,

@@ -18,17 +18,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default="features", help="layer name (default features)")
     p.add_argument("--pool", choices=["mean", "max"], default="mean",
                    help="pooling over the layer's time axis within a window (default mean)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .npz file")
+    p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="FILE",
+                   help="output .npz file")
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (0: in this process)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no per-file error lines on stderr")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no per-file error or warning lines on stderr (the .npz keeps them)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from samplecnn.locks import exclusive
+
+    from ._common import check_device, check_output_file
+
+    check_output_file(args.out, "--out")
+    check_device(args.device)
+    with exclusive(args.out, "embed output"):
+        return _embed(args)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from samplecnn.paths import escape_path
     from samplecnn.tagging import Tagger, expand_paths
     from samplecnn.tagging.embeddings import write_embeddings
 
@@ -37,14 +51,23 @@ def run(args: argparse.Namespace) -> int:
 
     paths = expand_paths(args.paths, warn=warn)
     tagger = Tagger.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size)
+
+    def reported(results):
+        # Warnings as files finish; errors are listed once the file is written.
+        for res in results:
+            if not args.quiet:
+                for w in res.info.get("warnings") or []:
+                    warn(f"{escape_path(res.path)}: {w}")
+            yield res
+
     results = tagger.embed_files(paths, layer=args.layer, pool=args.pool, hop=args.hop,
                                  workers=args.workers, batch_size=args.batch_size)
-    summary = write_embeddings(args.out, tagger, paths, results, layer=args.layer, pool=args.pool,
-                               hop=args.hop)
+    summary = write_embeddings(args.out, tagger, paths, reported(results), layer=args.layer,
+                               pool=args.pool, hop=args.hop)
     for path, err in summary["errors"]:
         if not args.quiet:
-            print(f"samplecnn embed: {path}: {err}", file=sys.stderr)
+            print(f"samplecnn embed: {escape_path(path)}: {err}", file=sys.stderr)
     n_bad = len(summary["errors"])
     print(f"samplecnn embed: {len(paths) - n_bad} file(s), {summary['windows']} window(s), "
-          f"dim {summary['dim']} -> {args.out}", file=sys.stderr)
+          f"dim {summary['dim']} -> {escape_path(args.out)}", file=sys.stderr)
     return 1 if n_bad else 0

@@ -39,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from samplecnn.evaluation import evaluate
     from samplecnn.metrics import format_table
 
+    from ._common import check_device, check_output_dir
+
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    # Before the split is scored: a bad --out must not cost the evaluation.
+    check_output_dir(args.out, "--out")
+    check_device(args.device)
     from samplecnn.checkpoint import read_checkpoint_info
     from samplecnn.windows import WindowGrid
 

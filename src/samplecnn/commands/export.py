@@ -23,6 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from samplecnn.export import export_onnx
+    from samplecnn.locks import exclusive
+
+    from ._common import check_output_file
+
+    check_output_file(args.onnx, "--onnx")
+    with exclusive(args.onnx, "ONNX output"):
+        return _export(args, export_onnx)
+
+
+def _export(args: argparse.Namespace, export_onnx) -> int:
 
     rep = export_onnx(args.checkpoint, args.onnx, opset=args.opset, check=not args.no_check,
                       atol=args.atol)

@@ -60,15 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "PyTorch model as trained); ONNX files run on onnxruntime")
     p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=None,
                    help="--no-optimize is --backend plain")
-    p.add_argument("--quiet", "-q", action="store_true", help="no per-file error lines on stderr")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no per-file error or warning lines on stderr (the output keeps them)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from samplecnn.tagging import Tagger, expand_paths
-    from samplecnn.tagging.writers import open_writer, path_key, taggram_names, write_taggram
+    import contextlib
 
-    from samplecnn.tagging.catalog import done_keys, model_name, open_output, read_manifest
+    from samplecnn.locks import exclusive
+
+    from ._common import check_device, check_output_dir, check_output_file
 
     if args.format is None:
         args.format = "parquet" if args.engine == "ray" else "json"
@@ -80,6 +82,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--format parquet writes a folder of part files: give --output DIR")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be 0 or more, got {args.top_k}")
+    # Every output is checked, and held, before any file is read: a bad --output must not
+    # cost a whole run, and a second `tag` on the same output must not interleave with us.
+    if args.format == "parquet":
+        check_output_dir(args.output, "--output")
+    else:
+        check_output_file(args.output, "--output")
+    check_output_dir(args.taggram_dir, "--taggram-dir")
+    check_device(args.device)
+    with contextlib.ExitStack() as held:
+        if args.output and args.format != "parquet":  # a Parquet folder's writer holds it itself
+            held.enter_context(exclusive(args.output, "tag output"))
+        if args.taggram_dir:
+            held.enter_context(exclusive(args.taggram_dir, "taggram folder"))
+        return _tag(args)
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from samplecnn.paths import escape_path, path_key
+    from samplecnn.tagging import Tagger, expand_paths
+    from samplecnn.tagging.catalog import done_keys, model_name, open_output, read_manifest
+    from samplecnn.tagging.writers import open_writer, taggram_names, write_taggram
 
     def warn(msg: str) -> None:
         print(f"samplecnn tag: warning: {msg}", file=sys.stderr)
@@ -109,10 +132,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
                                     workers=args.workers, batch_size=args.batch_size, last=args.last):
+            shown = escape_path(res.path)
+            if not args.quiet:
+                for w in res.record["warnings"]:
+                    warn(f"{shown}: {w}")
             if res.error is not None:
                 failed += 1
                 if not args.quiet:
-                    print(f"samplecnn tag: {res.path}: {res.error}", file=sys.stderr)
+                    print(f"samplecnn tag: {shown}: {res.record['error']}", file=sys.stderr)
             elif args.taggram_dir:
                 write_taggram(tagger.taggram_of(res), args.taggram_dir, names[res.path])
             writer.write(res.record)

@@ -2,7 +2,10 @@
 
 Arrays (n = files, W = windows over all files, C = layer width):
 
-- `paths` `(n,)` str, `errors` `(n,)` str ("" when the file succeeded), `ok` `(n,)` bool;
+- `paths` `(n,)` str: each file's absolute path, escaped (`writers.record_path`: any
+  file name, valid UTF-8; `samplecnn.paths.unescape_path` gives the name back);
+- `errors` `(n,)` str ("" when the file succeeded), `ok` `(n,)` bool, `warnings` `(n,)`
+  str (the file's warnings joined by "; ", "" for none);
 - `file_embeddings` float32 `(n, C)`: mean over the file's windows (NaN rows for failures);
 - `window_embeddings` float32 `(W, C)`, `window_file` int64 `(W,)` (row in `paths`),
   `window_start_s` / `window_end_s` float64 `(W,)`; windows are grouped by file in input
@@ -20,6 +23,7 @@ import numpy as np
 from samplecnn.atomic import atomic_path
 
 from .tagger import FileResult, _times
+from .writers import record_path, record_text
 
 
 def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], results: Iterable[FileResult],
@@ -38,14 +42,16 @@ def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], resul
         dim = 0
     file_emb = np.full((n, dim), np.nan, np.float32)
     errors = np.array([""] * n, dtype=object)
+    notes = np.array([""] * n, dtype=object)
     win_parts, owner_parts, start_parts, end_parts = [], [], [], []
     for i in range(n):
         res = by_index.get(i)
         if res is None:
             errors[i] = "not processed"
             continue
+        notes[i] = "; ".join(record_text(str(w)) for w in res.info.get("warnings") or [])
         if res.error is not None:
-            errors[i] = res.error
+            errors[i] = record_text(res.error)
             continue
         file_emb[i] = res.outputs.mean(axis=0)
         s, e = _times(res.starts, tagger.input_samples, tagger.sample_rate, res.info.get("duration_s"))
@@ -55,9 +61,10 @@ def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], resul
         end_parts.append(e)
     windows = np.concatenate(win_parts) if win_parts else np.zeros((0, dim), np.float32)
     arrays = {
-        "paths": np.array([str(p) for p in paths]),
+        "paths": np.array([record_path(p) for p in paths]),
         "errors": errors.astype(str),
         "ok": np.array([e == "" for e in errors]),
+        "warnings": notes.astype(str),
         "file_embeddings": file_emb,
         "window_embeddings": windows.astype(np.float32),
         "window_file": np.concatenate(owner_parts) if owner_parts else np.zeros(0, np.int64),

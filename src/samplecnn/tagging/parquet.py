@@ -14,7 +14,8 @@ appear in more than one part (a retried failed file, a worker that died after it
 were sent); `read_output` keeps one row per path: a successful row over a failed one, and
 otherwise the last written.
 
-`path` is written with `samplecnn.paths.escape_path` (as every samplecnn output names
+`path` is the record's, written by `Tagger.make_record` with `writers.record_path` (the
+absolute path spelled by `samplecnn.paths.escape_path`, as every samplecnn output names
 files); the tag names are in the schema metadata (`samplecnn.tags`, a JSON list) in the
 model's order.
 """
@@ -80,7 +81,8 @@ def _check_folder(folder: Path) -> None:
 
 class ParquetOutput:
     """A writer with `write(record)` and `close()` (the records of `Tagger.make_record`,
-    with the file's own name in `path`); use as a context manager or call `close()`.
+    whose `path` is already escaped: `writers.record_path`); use as a context manager or
+    call `close()`.
 
     `append=False` removes the folder's earlier part files first; `append=True` (resume)
     keeps them and checks that they hold the same tags.
@@ -123,7 +125,7 @@ class ParquetOutput:
     def write(self, rec: dict) -> None:
         scores = rec.get("tags") or {}
         row = {
-            "path": escape_path(rec["path"]),
+            "path": rec["path"],  # already escaped by Tagger.make_record (writers.record_path)
             "duration_s": rec.get("duration_s"),
             "sample_rate": rec.get("sample_rate"),
             "segments": rec.get("segments"),

@@ -7,10 +7,12 @@ with the last-window policy the caller chose.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import queue as queue_mod
 import signal
+import stat
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -22,6 +24,7 @@ import numpy as np
 from samplecnn import audio as audio_mod
 from samplecnn.audio import AUDIO_EXTENSIONS, AudioError, probe, resample, to_mono
 from samplecnn.inference.batching import IDLE
+from samplecnn.paths import escape_path
 from samplecnn.windows import WindowGrid
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "iter_windows",
     "iter_file_messages",
     "worker_messages",
+    "as_float_audio",
     "IDLE",
 ]
 
@@ -61,6 +65,12 @@ def expand_paths(inputs: Sequence[Union[str, os.PathLike]], warn=None) -> list[s
     that it is reported as a failed file rather than silently dropped. A glob or folder
     with no audio is reported through `warn(message)` (default: ignored). Raises
     ValueError when nothing at all is left.
+
+    Nothing in a walked folder is skipped in silence: every entry whose name has an audio
+    extension is listed, whatever it is (a dangling symlink, an unreadable file, an entry
+    whose `stat` fails), so that decoding reports it as a failed file; a sub-folder that
+    cannot be listed is listed itself and fails the same way; a symlink to a folder is not
+    followed (loops) and is reported through `warn`.
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -72,9 +82,7 @@ def expand_paths(inputs: Sequence[Union[str, os.PathLike]], warn=None) -> list[s
             out.append(p)
 
     def scan(folder: Path) -> list[str]:
-        found = [str(p) for p in folder.rglob("*")
-                 if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
-        return sorted(found)
+        return sorted(_walk(str(folder), warn))
 
     for item in inputs:
         s = os.fspath(item)
@@ -104,14 +112,99 @@ def expand_paths(inputs: Sequence[Union[str, os.PathLike]], warn=None) -> list[s
     return out
 
 
+def _walk(folder: str, warn=None) -> list[str]:
+    """Every entry under `folder` named like audio (see `expand_paths`), unsorted."""
+    found: list[str] = []
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            found.append(d)  # decoding reports it: "folder cannot be read"
+            continue
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir and e.is_symlink():
+                if os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS:
+                    found.append(e.path)  # a link to a folder named like audio: reported
+                elif warn:
+                    warn(f"{escape_path(e.path)}: symbolic link to a folder, not followed")
+            elif is_dir:
+                stack.append(e.path)
+            elif os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS:
+                found.append(e.path)
+    return found
+
+
+def _check_entry(path: Path) -> None:
+    """Why a listed entry cannot be read as a file, said before the decoder guesses.
+
+    Entries that are not regular readable files reach here from folder walks
+    (`expand_paths` lists them so that they are reported, not skipped)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if os.path.islink(path):
+            if err.errno == errno.ELOOP:
+                raise AudioError(path, "symbolic link loop") from None
+            try:
+                target = escape_path(os.readlink(path))
+            except OSError:
+                target = "?"
+            raise AudioError(path, f"broken symbolic link (its target {target} does not exist)") from None
+        if err.errno == errno.ENOENT:
+            raise AudioError(path, "file not found") from None
+        raise AudioError(path, f"cannot be read ({err.strerror or type(err).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise AudioError(path, "folder cannot be read (permission denied): its files were not tagged")
+        raise AudioError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(path, "not a regular file (a device, pipe or socket)")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "cannot be read (permission denied)")
+
+
 def _file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.ndarray]:
     """Mono float32 blocks at `sample_rate`, decoded incrementally by `samplecnn.audio`."""
+    _check_entry(path)
     header = probe(path)  # AudioError for missing / unreadable files, before any work
     info.source_sample_rate = header.sample_rate
     info.source_channels = header.channels
     # Blocks rather than stream_windows: tagging also needs the exact decoded length
     # (duration_s), which only the blocks tell.
     yield from audio_mod.stream_blocks(path, sample_rate)
+
+
+# Integer PCM -> float as libsndfile (soundfile) reads it: divide by 2^(bits-1); unsigned
+# 8-bit (WAV's 8-bit PCM, what scipy.io.wavfile returns for it) is offset by 128 first.
+_INT_SCALES = {np.dtype(np.int16): (0.0, 32768.0), np.dtype(np.int32): (0.0, 2147483648.0),
+               np.dtype(np.uint8): (128.0, 128.0)}
+
+
+def as_float_audio(x: np.ndarray) -> np.ndarray:
+    """An audio array as float32 in [-1, 1] the way soundfile reads PCM.
+
+    float16/32/64 are taken as they are; int16, int32 and uint8 are scaled (int16 / 2^15,
+    int32 / 2^31, (uint8 - 128) / 2^7: what `scipy.io.wavfile.read` and
+    `soundfile.read(dtype=...)` return). Every other dtype (bool, int8, int64, unsigned
+    16/32/64-bit, complex, objects) is refused with a ValueError: no PCM format stores
+    them, so their scale would be a guess.
+    """
+    if x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False)
+    scale = _INT_SCALES.get(x.dtype)
+    if scale is None:
+        raise ValueError(
+            f"audio array of dtype {x.dtype} is not audio samples: pass float32/float64 in "
+            "[-1, 1], or int16 / int32 / uint8 PCM (scaled as soundfile does)")
+    offset, div = scale
+    return ((x.astype(np.float64) - offset) / div).astype(np.float32)
 
 
 def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
@@ -126,7 +219,9 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
         raise ValueError(f"sample_rate must be positive, got {sr}")
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    x = as_float_audio(np.asarray(x))
+    if x.size == 0:  # (0,), (0, channels) and (channels, 0) alike
+        raise ValueError(f"audio array of shape {x.shape} has no samples")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         raise ValueError(
             f"audio array of shape {x.shape} looks channels-first; pass (samples,) or "
@@ -134,9 +229,6 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
         )
     if x.ndim not in (1, 2):
         raise ValueError(f"audio array must be (samples,) or (samples, channels), got {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError("audio array is empty")
-    x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise ValueError("audio array contains NaN or Inf samples")
     info.source_sample_rate = sr

@@ -23,6 +23,7 @@ from samplecnn.metrics import check_aggregation, sigmoid
 from samplecnn.windows import WindowGrid
 
 from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
+from .writers import record_path, record_text
 
 
 @dataclass
@@ -283,12 +284,16 @@ class Tagger:
                     last: str = "pad", error: str | None = None,
                     warnings: Sequence[str] = ()) -> dict:
         """A file's window logits `(windows, n_tags)` -> its output record (the JSON
-        object of `samplecnn tag`; `error` set and `logits` None for a failed file)."""
+        object of `samplecnn tag`; `error` set and `logits` None for a failed file).
+
+        `path` is recorded as `writers.record_path(path)` (absolute, escaped: every file
+        name is written as UTF-8 and found again by `--resume`); None stays None (arrays).
+        """
         check_aggregation(aggregate)
         if top_k < 0:
             raise ValueError(f"top-k must be 0 or more, got {top_k}")
         rec = {
-            "path": path,
+            "path": None if path is None else record_path(path),
             "duration_s": None,
             "sample_rate": self.sample_rate,
             "source_sample_rate": info.get("source_sample_rate"),
@@ -300,8 +305,8 @@ class Tagger:
             "aggregate": aggregate,
             "tags": None,
             "top": [],
-            "warnings": list(warnings) + list(info.get("warnings") or []),
-            "error": error,
+            "warnings": [record_text(str(w)) for w in [*warnings, *(info.get("warnings") or [])]],
+            "error": None if error is None else record_text(error),
         }
         if error is not None or logits is None:
             return rec

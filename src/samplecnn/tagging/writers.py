@@ -6,6 +6,11 @@
   last line, which `--resume` discards).
 - CSV: one row per file, one column per tag (empty for failed files); atomic, in input
   order.
+
+Every record names its file by `record_path`: the absolute, normalised path in the
+reversible text spelling of `samplecnn.paths.escape_path`, so any name a POSIX file
+system allows is written (as UTF-8) and found again by `--resume` from any working
+directory.
 """
 from __future__ import annotations
 
@@ -20,20 +25,34 @@ from typing import IO, Iterable
 import numpy as np
 
 from samplecnn.atomic import save_figure, write_text
+from samplecnn.paths import escape_path, path_key, unescape_path
 
-__all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key",
-           "FORMATS"]
+__all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key", "record_path",
+           "record_key", "FORMATS"]
 
 FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ["path", "duration_s", "sample_rate", "segments", "error"]
 
 
-def path_key(p: str) -> str:
-    """What identifies a file across runs (absolute, normalised)."""
-    return os.path.normpath(os.path.abspath(p))
+def record_path(path: str | os.PathLike) -> str:
+    """The `path` a record carries for a file: absolute, normalised, escaped
+    (`samplecnn.paths.escape_path`); always valid UTF-8 on one line."""
+    return escape_path(path_key(path))
 
 
+def record_text(text: str) -> str:
+    """A message (`error`, `warnings`) as UTF-8-safe text: bytes of an undecodable file
+    name that reached it (an OS error quoting the name) become `\\xHH`."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
+
+def record_key(text: str) -> str:
+    """The `path_key` of the file a record's `path` names (the inverse of `record_path`,
+    also for records written with a relative path: resolved against this directory)."""
+    return path_key(unescape_path(text))
 
 def _dumps(rec: dict) -> str:
     return json.dumps(rec, ensure_ascii=False, allow_nan=False)
@@ -43,14 +62,14 @@ class _Writer:
     def __init__(self, output: str | None, tags: list[str], order: list[str]):
         self.output = output
         self.tags = tags
-        self.rank = {path_key(p): i for i, p in enumerate(order)}
+        self.rank = {record_path(p): i for i, p in enumerate(order)}
         self.records: list[dict] = []
 
     def write(self, rec: dict) -> None:
         self.records.append(rec)
 
     def _sorted(self) -> list[dict]:
-        return sorted(self.records, key=lambda r: self.rank.get(path_key(r["path"]), len(self.rank)))
+        return sorted(self.records, key=lambda r: self.rank.get(r["path"], len(self.rank)))
 
     def close(self) -> None:
         text = self.render(self._sorted())
@@ -119,6 +138,8 @@ def read_done_paths(path: str | os.PathLike) -> set[str]:
     Done = a whole line with `"error": null`. Failed files are retried: their lines are
     dropped, as is a torn last line from a killed run; the file is rewritten atomically
     with the kept lines only, so that the appended results leave one line per file.
+    Keys are `path_key`s of the unescaped record paths (`record_key`): compare them with
+    `path_key(input)`, whatever the working directory of either run.
     """
     path = Path(path)
     if not path.exists():
@@ -136,7 +157,7 @@ def read_done_paths(path: str | os.PathLike) -> set[str]:
             if not isinstance(rec, dict) or "path" not in rec:
                 continue
             if rec.get("error") is None:
-                key = path_key(str(rec["path"]))
+                key = record_key(str(rec["path"]))
                 if key not in done:
                     done.add(key)
                     kept.append(line)
@@ -183,7 +204,7 @@ def write_taggram(taggram, directory: str | os.PathLike, stem: str, image: bool 
     out = [csv_path]
     if image:
         png = directory / f"{stem}.taggram.png"
-        _plot_taggram(taggram, png, title=stem)
+        _plot_taggram(taggram, png, title=escape_path(stem))
         out.append(png)
     return out
 

@@ -1,0 +1,98 @@
+"""Checks every command runs on its arguments before any work.
+
+A command that would fail when it writes its result must fail before it reads the first
+file: each check raises ValueError naming the option and the reason, which the CLI
+prints as one line with exit status 2 (see docs/errors.md). Nothing is created here;
+the writers create missing parent folders later.
+"""
+from __future__ import annotations
+
+import os
+
+from samplecnn.paths import escape_path
+
+__all__ = ["check_output_file", "check_output_dir", "check_device"]
+
+
+def _nearest_existing(path: str) -> str:
+    """The path itself or its closest ancestor that exists (as a link or anything else)."""
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def _check_parent(path: str, option: str) -> None:
+    """The folder `path` would be written in exists or can be made, and is writable."""
+    parent = os.path.dirname(os.path.abspath(path))
+    base = _nearest_existing(parent)
+    shown = escape_path(path)
+    if not os.path.isdir(base):
+        raise ValueError(f"{option} {shown}: {escape_path(base)} is a file, not a folder; "
+                         "the output cannot be written under it")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {shown}: folder {escape_path(base)} is not writable")
+
+
+def check_output_file(path: str | os.PathLike | None, option: str = "--output") -> None:
+    """`path` can be written as a file: not a folder, not under a file, in a writable
+    folder (None: stdout, nothing to check). Raises ValueError naming `option`."""
+    if path is None:
+        return
+    path = os.fspath(path)
+    shown = escape_path(path)
+    if path == "" or path.endswith(os.sep) or os.path.isdir(path):
+        raise ValueError(f"{option} {shown}: is a folder; {option} needs a file name")
+    _check_parent(path, option)
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        # Written atomically by replacing it, which needs the folder only, but an existing
+        # read-only file is a sign the user did not mean it to be overwritten.
+        raise ValueError(f"{option} {shown}: file is read-only")
+
+
+def check_output_dir(path: str | os.PathLike | None, option: str = "--out") -> None:
+    """`path` can be used as an output folder: a folder or nothing yet, under folders
+    only, writable (None: no output folder asked for)."""
+    if path is None:
+        return
+    path = os.fspath(path)
+    shown = escape_path(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {shown}: is a file; {option} needs a folder")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {shown}: folder is not writable")
+        return
+    _check_parent(path, option)
+
+
+def check_device(device: str | None, option: str = "--device") -> None:
+    """`device` names a torch device this machine has (None: the command's default).
+
+    `cuda`/`cuda:N` without CUDA (or beyond the visible GPUs) and `mps` without MPS are
+    refused here, as one line, instead of an assertion deep in torch."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{option} {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {device}: CUDA is not available on this machine "
+                             "(no GPU, or a CPU-only torch build); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{option} {device}: samplecnn runs on cpu, cuda or mps")
