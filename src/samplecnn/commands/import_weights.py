@@ -5,47 +5,48 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from samplecnn.importers import PRESET_ALIASES, TAG_PRESETS
+
     p = subparsers.add_parser(
         "import", help="convert public SampleCNN weights to a samplecnn checkpoint",
-        description="Convert sota-music-tagging-models SampleCNN state dicts (.pth, 16 kHz) or "
-                    "the authors' Keras HDF5 weights (.h5, Theano kernels flipped) into a "
-                    "samplecnn checkpoint. The architecture is read from the weight shapes; "
-                    "tag names come from --tags (their order must be the training order).",
+        description="Convert sota-music-tagging-models SampleCNN / SampleCNNSE state dicts (.pth, "
+                    "16 kHz), the authors' Keras HDF5 weights (.h5, Theano kernels flipped) or a "
+                    "CLMR encoder (+ --head, its linear-evaluation checkpoint) into a samplecnn "
+                    "checkpoint. The architecture is read from the weight shapes; tag names come "
+                    "from --tags (their order must be the training order). For the published "
+                    "weights by name, see `samplecnn pretrained`.",
     )
-    p.add_argument("source", help="the downloaded weights (.pth / .h5)")
+    p.add_argument("source", help="the downloaded weights (.pth / .h5 / CLMR .ckpt, .pt or .zip)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
-    p.add_argument("--from", dest="kind", choices=["auto", "sota", "keras"], default="auto",
-                   help="source layout (default: by extension, .h5/.hdf5 = keras)")
+    p.add_argument("--from", dest="kind", choices=["auto", "sota", "keras", "clmr"], default="auto",
+                   help="source layout (default: by extension, .h5/.hdf5 = keras, else sota)")
+    p.add_argument("--head", default=None, metavar="FILE",
+                   help="CLMR only: the linear-evaluation (finetuner) checkpoint; without it the "
+                        "encoder becomes an embedding model")
     p.add_argument("--tags", default=None, metavar="PRESET|FILE",
-                   help="tag names: mtat, mtat-sota, msd or a file with one tag per line "
-                        "(default: mtat-sota for sota weights, mtat for Keras weights)")
+                   help=f"tag names: {', '.join(list(TAG_PRESETS) + list(PRESET_ALIASES))} or a file "
+                        "with one tag per line (default: sota-mtat for sota, keras-mtat for Keras, "
+                        "clmr-mtat for CLMR)")
     p.add_argument("--sample-rate", type=int, default=None,
-                   help="rate the weights were trained at (default 16000 sota, 22050 keras)")
+                   help="rate the weights were trained at (default 16000 sota, 22050 keras and clmr)")
     p.add_argument("--kernel-flip", choices=["auto", "yes", "no"], default="auto",
                    help="Keras only: reverse conv kernels (Theano convolution; default auto)")
     p.add_argument("--bn-eps", type=float, default=None,
-                   help="BatchNorm epsilon (default: from the file's config, else 1e-5)")
+                   help="BatchNorm epsilon (default: Keras: from the file's config, else the default "
+                        "of the Keras version that wrote it; others 1e-5)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from samplecnn.importers import import_weights
 
-    kind = args.kind
-    if kind == "auto":
-        kind = "keras" if Path(args.source).suffix.lower() in (".h5", ".hdf5", ".keras") else "sota"
-    kwargs = {"tags": args.tags, "bn_eps": args.bn_eps}
-    if args.sample_rate is not None:
-        kwargs["sample_rate"] = args.sample_rate
-    if kind == "keras":
-        kwargs["flip"] = args.kernel_flip
-    model = import_weights(args.source, args.out, kind=kind, **kwargs)
+    model = import_weights(args.source, args.out, kind=args.kind, head=args.head, tags=args.tags,
+                           bn_eps=args.bn_eps, sample_rate=args.sample_rate, flip=args.kernel_flip)
     c = model.config
     origin = c.extra.get("imported_from", {})
     flipped = " (kernels flipped)" if origin.get("kernels_flipped") else ""
-    print(f"wrote {args.out}: {c.m}^{c.n} model, {c.input_samples} samples at {c.sample_rate} Hz, "
-          f"{c.n_tags} tags, head kernel {c.head_kernel}, first-layer padding "
-          f"{c.frontend_padding}{flipped}")
+    what = "embedding model" if c.extra.get("embedding_only") else f"{c.n_tags} tags"
+    print(f"wrote {args.out}: {c.m}^{c.n} {c.family} model, {c.input_samples} samples at "
+          f"{c.sample_rate} Hz, {what}, head kernel {c.head_kernel}, first-layer padding "
+          f"{c.frontend_padding}, BN epsilon {c.bn_eps:g}{flipped}")
     return 0

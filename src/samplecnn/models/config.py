@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FRONTENDS = ("raw", "mel")
-BLOCKS = ("basic", "se", "rese2")
+BLOCKS = ("basic", "se", "rese2", "resse")
+CLASSIFIERS = ("linear", "mlp")
 
 
 def authors_channels(n: int) -> list[int]:
@@ -41,7 +42,10 @@ class ModelConfig:
         frontend: "raw" (strided conv, filter = stride = input_samples / m**n) or "mel"
             (log mel spectrogram with window = hop = input_samples / m**n).
         block: "basic" (conv-BN-ReLU-pool), "se" (basic + squeeze-excitation) or
-            "rese2" (two convs with a residual connection and SE, Kim et al. 2018).
+            "rese2" (two convs with a residual connection and SE, Kim et al. 2018) or
+            "resse" (sota-music-tagging-models' ResSE_1d in every layer: the strided front
+            end, the pooled modules and the unpooled head conv are each conv-BN-ReLU-conv-BN
+            -SE plus a residual, a k-wide conv + BN where the stride or width changes).
         multi_level: replace the 1x1-conv head by the multi-level head (global max-pool
             of the last three blocks, concatenated, FC-BN-ReLU-dropout-FC).
         frontend_channels: output channels of the strided conv (raw front end).
@@ -52,7 +56,9 @@ class ModelConfig:
         channels: widths of the n pooled modules; None means the authors' rule.
         features: width of the 1x1 conv (or of the multi-level hidden layer).
         width: multiplier applied to every width above (for small CPU models).
-        dropout: dropout before the output layer.
+        classifier: the output layer: "linear" (dropout -> Linear) or "mlp" (Linear ->
+            BN -> ReLU -> dropout -> Linear, hidden width = features; sota's SampleCNNSE).
+        dropout: dropout before the output layer (inside the MLP for "mlp").
         block_dropout: dropout between the two convs of a ReSE-2 block.
         se_reduction: channel reduction of the squeeze-excitation bottleneck.
         bn_eps: BatchNorm epsilon (1e-5 in the authors' release).
@@ -68,6 +74,7 @@ class ModelConfig:
     frontend: str = "raw"
     block: str = "basic"
     multi_level: bool = False
+    classifier: str = "linear"
     frontend_channels: int = 128
     frontend_padding: int = 0
     head_kernel: int = 1
@@ -118,6 +125,8 @@ class ModelConfig:
             base += f" {self.block}"
         if self.multi_level:
             base += " multi-level"
+        if self.classifier != "linear":
+            base += f" {self.classifier}"
         return base
 
     def _scaled(self, c: int) -> int:
@@ -154,6 +163,10 @@ class ModelConfig:
             raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        if self.block == "resse" and (self.frontend != "raw" or self.multi_level):
+            raise ValueError("block 'resse' needs the raw front end and the conv head")
         if self.channels is not None and len(self.channels) != self.n:
             raise ValueError(f"channels has {len(self.channels)} entries, expected n={self.n}")
         # More padding than half a filter would add a frame and break the m**n grid.

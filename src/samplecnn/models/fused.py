@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["fold_bn", "FusedConv", "FusedRawFrontend", "FusedMelFrontend", "FusedBasicBlock",
-           "FusedReSE2Block", "FusedConvHead", "FusedMultiLevelHead", "pool_time", "to_channels_last"]
+           "FusedReSE2Block", "FusedResSEBlock", "FusedBlockHead", "FusedConvHead", "FusedMultiLevelHead", "pool_time", "to_channels_last"]
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -203,6 +203,39 @@ class FusedReSE2Block(nn.Module):
         y = y + (self.shortcut(h) if self.shortcut is not None else h)
         # ReLU commutes with max-pooling: pool first, then ReLU on m-times fewer values.
         return pool_time(y, self.m).relu_()
+
+
+class FusedResSEBlock(nn.Module):
+    """sota's ResSE module with every BN folded; `from_audio` takes `(B, 1, T)` audio
+    (the front end) instead of channels-last activations."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, from_audio: bool = False):
+        super().__init__()
+        self.conv1 = FusedConv(block.conv1[0], block.conv1[1], relu=True, dtype=dtype)
+        self.conv2 = FusedConv(block.conv2, block.bn2, relu=False, dtype=dtype)
+        self.se = copy.deepcopy(block.se).to(dtype)
+        self.shortcut = (FusedConv(block.shortcut[0], block.shortcut[1], relu=False, dtype=dtype)
+                         if isinstance(block.shortcut, nn.Sequential) else None)
+        self.m = int(block.pool.kernel_size) if isinstance(block.pool, nn.MaxPool1d) else 1
+        self.from_audio = from_audio
+        self.dtype = dtype
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.from_audio:
+            h = to_channels_last(h.to(self.dtype))
+        y = squeeze_excite(self.conv2(self.conv1(h)), self.se)
+        y = y + (self.shortcut(h) if self.shortcut is not None else h)
+        # ReLU commutes with max-pooling: pool first, then ReLU on m-times fewer values.
+        return pool_time(y, self.m).relu_()
+
+
+class FusedBlockHead(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        return self.block(blocks[-1])
 
 
 class FusedConvHead(nn.Module):

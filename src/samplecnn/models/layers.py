@@ -7,6 +7,7 @@ reparameterize pattern; a new block type adds its own `fuse`.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -160,6 +161,84 @@ class ReSE2Block(nn.Module):
 
     def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
         return fused.FusedReSE2Block(self, dtype)
+
+
+class ResSEBlock(nn.Module):
+    """Residual squeeze-excitation module as sota-music-tagging-models builds it (ResSE_1d,
+    after Kim, Lee and Nam 2018).
+
+    conv(k, stride, pad k//2) -> BN -> ReLU -> conv(k, pad k//2) -> BN -> SE, plus the
+    input (through conv(k, stride, pad k//2) -> BN where the stride or the width changes),
+    -> ReLU -> max-pool(pool). Shapes: `(B, C_in, T)` -> `(B, C_out, T' // pool)`.
+    The same module is the strided front end (pool 1), a pooled module and the head conv.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, pool: int = 1,
+                 padding: int | None = None, se_reduction: int = 1, bn_eps: float = 1e-5):
+        super().__init__()
+        pad = kernel // 2 if padding is None else padding
+        self.conv1 = ConvBNReLU(c_in, c_out, kernel, stride=stride, padding=pad, bn_eps=bn_eps)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=kernel // 2)
+        self.bn2 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.se = SqueezeExcitation(c_out, se_reduction)
+        if stride != 1 or c_in != c_out:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad),
+                nn.BatchNorm1d(c_out, eps=bn_eps),
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.bn2(self.conv2(self.conv1(x))))
+        return self.pool(F.relu(y + self.shortcut(x)))
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedResSEBlock(self, dtype)
+
+
+class ResSEFrontend(ResSEBlock):
+    """A strided `ResSEBlock` on raw samples (pool 1): `(B, 1, T)` -> `(B, C, T // stride)`."""
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedResSEBlock(self, dtype, from_audio=True)
+
+
+class BlockHead(nn.Module):
+    """A head made of one unpooled module on the last block: `(B, C, T)` -> `(B, features, T)`."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        return self.block(blocks[-1])
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedBlockHead(self.block.fuse(dtype))
+
+
+class MLPClassifier(nn.Module):
+    """Linear -> BN -> ReLU -> dropout -> Linear (sota's SampleCNNSE output layers).
+
+    Shapes: `(B, features)` -> `(B, n_tags)`.
+    """
+
+    def __init__(self, features: int, n_tags: int, dropout: float = 0.5, bn_eps: float = 1e-5):
+        super().__init__()
+        self.fc1 = nn.Linear(features, features)
+        self.bn = nn.BatchNorm1d(features, eps=bn_eps)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(features, n_tags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.relu(self.bn(self.fc1(x)))))
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        # The output layer stays fp32 in every twin (see FusedSampleCNN).
+        return nn.Sequential(fused.folded_linear(self.fc1, self.bn).float(), nn.ReLU(),
+                             copy.deepcopy(self.fc2).float()).eval()
 
 
 class ConvHead(nn.Module):

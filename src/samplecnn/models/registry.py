@@ -73,6 +73,9 @@ def _register_defaults() -> None:
                    block="se", multi_level=True, **paper)
     register_model("samplecnn_rese2_ml", "3^9 ReSE-2 modules + multi-level head (Kim et al. 2018)", None,
                    block="rese2", multi_level=True, **paper)
+    register_model("samplecnn_resse", "3^9 residual-SE in every layer + MLP output, 16 kHz "
+                   "(sota-music-tagging-models' SampleCNNSE)", None, block="resse", se_reduction=1,
+                   classifier="mlp", frontend_padding=1, sample_rate=16000, **paper)
     # Frame-level mel baselines on the 3^9 segment: frame = window = hop; frames = 3^n.
     for frame, n in ((729, 4), (243, 5), (81, 6), (27, 7)):
         register_model(f"mel_f{frame}", f"frame-level log-mel ({frame}-sample window = hop), {3**n} frames",

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from .config import ConfigInfo, ModelConfig
-from .layers import (BasicBlock, ConvHead, MelFrontend, MultiLevelHead, RawFrontend,
-                     ReSE2Block, he_uniform_)
+from .layers import (BasicBlock, BlockHead, ConvHead, MelFrontend, MLPClassifier, MultiLevelHead,
+                     RawFrontend, ReSE2Block, ResSEBlock, ResSEFrontend, he_uniform_)
 
 
 class LayerStack(ConfigInfo):
@@ -106,13 +106,20 @@ class SampleCNN(LayerStack, nn.Module):
             self.frontend: nn.Module = MelFrontend(
                 c.first_filter, c.sample_rate, c.n_mels, c.f_min, c.f_max, c.log_offset, c.bn_eps
             )
+        elif c.block == "resse":
+            self.frontend = ResSEFrontend(1, c.frontend_width, c.first_filter, stride=c.first_filter,
+                                          padding=c.frontend_padding, se_reduction=c.se_reduction,
+                                          bn_eps=c.bn_eps)
         else:
             self.frontend = RawFrontend(c.first_filter, c.frontend_width, c.bn_eps, c.frontend_padding)
         widths = c.block_channels
         blocks = []
         c_in = c.frontend_width
         for c_out in widths:
-            if c.block == "rese2":
+            if c.block == "resse":
+                blocks.append(ResSEBlock(c_in, c_out, c.m, pool=c.m, padding=c.m // 2,
+                                         se_reduction=c.se_reduction, bn_eps=c.bn_eps))
+            elif c.block == "rese2":
                 blocks.append(ReSE2Block(c_in, c_out, c.m, c.se_reduction, c.block_dropout, c.bn_eps))
             else:
                 blocks.append(BasicBlock(c_in, c_out, c.m, c.block == "se", c.se_reduction, c.bn_eps))
@@ -120,10 +127,18 @@ class SampleCNN(LayerStack, nn.Module):
         self.blocks = nn.ModuleList(blocks)
         if c.multi_level:
             self.head: nn.Module = MultiLevelHead(widths[-3:], c.feature_width, c.bn_eps)
+        elif c.block == "resse":
+            self.head = BlockHead(ResSEBlock(c_in, c.feature_width, c.head_kernel,
+                                             se_reduction=c.se_reduction, bn_eps=c.bn_eps))
         else:
             self.head = ConvHead(c_in, c.feature_width, c.bn_eps, c.head_kernel)
-        self.dropout = nn.Dropout(c.dropout)
-        self.fc = nn.Linear(c.feature_width, c.n_tags)
+        if c.classifier == "mlp":
+            # The MLP holds its own dropout, between its two linear layers.
+            self.dropout: nn.Module = nn.Identity()
+            self.fc: nn.Module = MLPClassifier(c.feature_width, c.n_tags, c.dropout, c.bn_eps)
+        else:
+            self.dropout = nn.Dropout(c.dropout)
+            self.fc = nn.Linear(c.feature_width, c.n_tags)
         he_uniform_(self)
 
     # -- metadata ------------------------------------------------------------------
@@ -176,7 +191,7 @@ class FusedSampleCNN(LayerStack, nn.Module):
         self.blocks = nn.ModuleList(_fuse(b, dtype) for b in model.blocks)
         self.head = _fuse(model.head, dtype)
         self.dropout = nn.Identity()
-        self.fc = copy.deepcopy(model.fc).float()
+        self.fc = model.fc.fuse(torch.float32) if hasattr(model.fc, "fuse") else copy.deepcopy(model.fc).float()
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -224,15 +239,19 @@ def count_flops(c: ModelConfig) -> int:
     else:
         macs += t * c.frontend_width * c.first_filter
     c_in = c.frontend_width
+    if c.block == "resse":  # second conv and the strided shortcut of the front end
+        macs += t * c_in * c_in * c.first_filter + t * c_in * c.first_filter
     widths = c.block_channels
     for c_out in widths:
         macs += t * c_out * c_in * c.m
+        if c.block == "resse":
+            macs += t * c_out * c_out * c.m + (t * c_out * c_in * c.m if c_in != c_out else 0)
         if c.block == "rese2":
             macs += t * c_out * c_out * c.m
             if c_in != c_out:
                 macs += t * c_out * c_in
         t //= c.m
-        if c.block in ("se", "rese2"):
+        if c.block in ("se", "rese2", "resse"):
             hidden = max(1, c_out // c.se_reduction)
             macs += 2 * c_out * hidden
         c_in = c_out
@@ -240,5 +259,11 @@ def count_flops(c: ModelConfig) -> int:
         macs += sum(widths[-3:]) * c.feature_width
     else:
         macs += t * c_in * c.feature_width * c.head_kernel
+        if c.block == "resse":
+            f = c.feature_width
+            macs += t * f * f * c.head_kernel + 2 * f * max(1, f // c.se_reduction)
+            macs += t * f * c_in * c.head_kernel if c_in != f else 0
+    if c.classifier == "mlp":
+        macs += c.feature_width * c.feature_width
     macs += c.feature_width * c.n_tags
     return 2 * macs

@@ -1,0 +1,66 @@
+"""Public SampleCNN weights -> samplecnn models and checkpoints.
+
+One converter per source layout, each checked against an independent forward pass on
+files built in that layout (tests/test_importers.py):
+
+- `import_sota`: sota-music-tagging-models' `SampleCNN` and `SampleCNNSE` (`sota.py`);
+- `import_keras_h5`: the authors' Keras 1 / Keras 2 HDF5 files (`keras.py`);
+- `import_clmr`: CLMR's encoder (+ linear-evaluation head) (`clmr.py`).
+
+Tag presets are named after the source whose outputs they name (`tags.py`). The
+architecture is read from the weight shapes, so any m^n variant in these layouts converts.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .clmr import import_clmr
+from .keras import import_keras_h5, keras_default_epsilon
+from .sota import import_sota
+from .tags import JAMENDO_TOP50, KERAS_MTAT_TOP50, PRESET_ALIASES, TAG_PRESETS, preset_tags, resolve_tags
+
+__all__ = ["import_sota", "import_keras_h5", "import_clmr", "import_weights", "convert",
+           "keras_default_epsilon", "resolve_tags", "preset_tags", "TAG_PRESETS", "PRESET_ALIASES",
+           "KERAS_MTAT_TOP50", "JAMENDO_TOP50", "FORMATS"]
+
+FORMATS = ("sota", "keras", "clmr")
+
+
+def guess_format(src: str | os.PathLike) -> str:
+    name = Path(src).name.lower()
+    if name.endswith((".h5", ".hdf5", ".keras")):
+        return "keras"
+    return "sota"
+
+
+def convert(src: str | os.PathLike, kind: str = "auto", *, head: str | os.PathLike | None = None,
+            **kwargs):
+    """The model of public weights `src` in layout `kind` ("sota", "keras", "clmr" or
+    "auto": by extension, .h5/.hdf5/.keras = keras, else sota). `head`: CLMR's
+    linear-evaluation file. Other keyword arguments go to the converter; None values are
+    dropped so that each converter's defaults apply."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if kind == "auto":
+        kind = guess_format(src)
+    if kind != "clmr" and head is not None:
+        raise ValueError("--head is for CLMR weights only (their linear-evaluation checkpoint)")
+    if kind != "keras":
+        kwargs.pop("flip", None)
+    if kind == "keras":
+        return import_keras_h5(src, **kwargs)
+    if kind == "sota":
+        return import_sota(src, **kwargs)
+    if kind == "clmr":
+        return import_clmr(src, head, **kwargs)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)} or auto, got {kind!r}")
+
+
+def import_weights(src: str | os.PathLike, out: str | os.PathLike, *, kind: str = "auto", **kwargs):
+    """Convert `src` (see `convert`) and save a samplecnn checkpoint at `out` (atomically).
+    Returns the model."""
+    from samplecnn.checkpoint import save_checkpoint
+
+    model = convert(src, kind, **kwargs)
+    save_checkpoint(out, model, imported_from=model.config.extra.get("imported_from"))
+    return model
