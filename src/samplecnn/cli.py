@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "demo",
     "tag",
     "embed",
+    "serve",
     "export",
     "import_weights",
     "bench",

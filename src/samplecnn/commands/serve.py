@@ -1,0 +1,112 @@
+"""`samplecnn serve`: the HTTP tagging service (FastAPI + uvicorn) and its web page."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+
+KEY_ENV = "SAMPLECNN_API_KEY"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve a model over HTTP (tags, taggrams, embeddings) with a web page",
+        description="Serve a model over HTTP: POST audio to /v1/tag, /v1/taggram or /v1/embed "
+                    "(multipart field 'file' or a raw audio/* body); the web page is at /, the "
+                    "API docs at /docs. Binds 127.0.0.1 unless told otherwise; a non-loopback "
+                    "--host needs an API key (or --insecure-no-key). See docs/serving.md.",
+    )
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint (.ckpt/.pt) or ONNX file from `samplecnn export`")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="serve published weights by name instead of a checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${KEY_ENV} if set)")
+    p.add_argument("--insecure-no-key", action="store_true",
+                   help="allow a non-loopback --host without an API key")
+    p.add_argument("--max-upload-mb", type=float, default=100, metavar="MB",
+                   help="largest upload accepted (default 100; larger ones get 413)")
+    p.add_argument("--decode-workers", "--workers", dest="decode_workers", type=int, default=1, metavar="N",
+                   help="decoding processes (default 1)")
+    p.add_argument("--max-batch", type=int, default=64, metavar="N",
+                   help="most windows per model call, across requests (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5, metavar="MS",
+                   help="how long a window waits for others to share its model call (default 5)")
+    p.add_argument("--queue-size", type=int, default=64, metavar="N",
+                   help="requests in progress at once; more get 503 + Retry-After (default 64)")
+    p.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
+                   help="decoding + scoring time per request; past it 504 (default 60)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from ORIGIN (repeatable; default none)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain", "onnx"], default="auto",
+                   help="what runs the model (default auto: ONNX Runtime on the CPU, the fused "
+                        "PyTorch twin on a GPU)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_tagger(model: str | None, pretrained: str | None, backend: str, device: str, batch_size: int):
+    """The tagger from a checkpoint / ONNX file or published weights by name."""
+    from samplecnn.tagging import Tagger
+
+    if (model is None) == (pretrained is None):
+        raise ValueError("give a checkpoint (or ONNX file) or --pretrained NAME, not both")
+    if pretrained is not None:
+        try:
+            from samplecnn.pretrained import resolve
+        except ImportError:
+            raise ValueError("--pretrained is not available in this version of samplecnn; "
+                             "pass a checkpoint or an ONNX file") from None
+        model = os.fspath(resolve(pretrained))
+    return Tagger.load(model, backend=backend, device=device, batch_size=batch_size)
+
+
+def run(args: argparse.Namespace) -> int:
+    api_key = args.api_key if args.api_key is not None else os.environ.get(KEY_ENV) or None
+    if not _is_loopback(args.host) and not api_key and not args.insecure_no_key:
+        raise ValueError(f"--host {args.host} is reachable from other machines: set --api-key KEY "
+                         f"(or ${KEY_ENV}), or pass --insecure-no-key to serve without one")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be 0-65535, got {args.port}")
+    import uvicorn
+
+    from samplecnn.service import create_app
+
+    name = args.pretrained or os.path.splitext(os.path.basename(args.model or ""))[0] or "samplecnn"
+    tagger = load_tagger(args.model, args.pretrained, args.backend, args.device, args.max_batch)
+    app = create_app(tagger, api_key=api_key, max_upload_mb=args.max_upload_mb,
+                     max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                     queue_size=args.queue_size, timeout_s=args.timeout,
+                     decode_workers=args.decode_workers, cors_origins=tuple(args.cors_origin),
+                     name=name)
+    log = logging.getLogger("samplecnn.serve")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("samplecnn serve: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.no_access_log else logging.INFO)
+    log.propagate = False
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=args.timeout + 5,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"samplecnn serve: {name} ({len(tagger.tags)} tags, {tagger.sample_rate} Hz) on "
+          f"http://{shown}:{args.port}/ ({'API key required' if api_key else 'no API key'}); "
+          "Ctrl-C stops after the requests in flight", file=sys.stderr)
+    server.run()
+    return 0
