@@ -434,8 +434,9 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
         check_aggregation(aggregate)
         grid = grid_of(hop, last)
         path, info, scored = await svc.run(request, ("tag",), grid, filename)
-        rec = tagger.make_record(path, scored.outputs, info, aggregate=aggregate, top_k=top_k,
+        rec = tagger.make_record(None, scored.outputs, info, aggregate=aggregate, top_k=top_k,
                                  hop_s=grid.hop / tagger.sample_rate, last=last)
+        rec["path"] = path  # the upload's name as given, not a path on this machine
         return JSONResponse(rec)
 
     @app.post("/v1/taggram", response_model=TaggramOut, dependencies=[Depends(require_key)],
