@@ -1,0 +1,294 @@
+"""The web page at `/` in a real browser.
+
+Debian's chromium (headless, driven by Playwright for Python) loads the page from a real
+uvicorn server on 127.0.0.1 serving `create_app` with a tiny model, uploads a clip, and
+checks what a person would see: the top tags with the service's scores, the taggram drawn
+on its canvas, the marker following playback, clicking the taggram to seek, the key
+prompt when the service needs one, and a broken file reported in one line.
+
+`SAMPLECNN_SCREENSHOT=docs/img/serve.png` also saves the README's screenshot (with the
+real MagnaTagATune clip when ../shared is there, and the checkpoint named by
+`SAMPLECNN_SCREENSHOT_CKPT` instead of the tiny model when set).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+TAGS = ["guitar", "drums", "piano", "techno", "vocals", "quiet", "loud", "ambient",
+        "rock", "fast", "slow", "strings", "synth", "beat"]
+ROWS = 12    # taggram rows the page draws (the clip's best tags)
+TOP_K = 10   # bars the page lists
+TIMEOUT_MS = 20_000
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
+if not CHROMIUM.is_file():
+    pytest.skip(f"no browser: {CHROMIUM} is not installed (apt-get install chromium)",
+                allow_module_level=True)
+_spec = importlib.util.find_spec("samplecnn.service")
+if _spec is None or _spec.origin in (None, "namespace"):  # only static/ so far: no service code
+    pytest.skip("samplecnn.service is not there yet", allow_module_level=True)
+
+from samplecnn.service import create_app  # noqa: E402
+from samplecnn.models import create_model  # noqa: E402
+from samplecnn.tagging import Tagger  # noqa: E402
+
+
+class LiveServer:
+    """uvicorn serving `app` on a free loopback port in a background thread."""
+
+    def __init__(self, app):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start within 15 s")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+        assert not self.thread.is_alive(), "uvicorn did not shut down within 15 s"
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0).eval()
+    return Tagger.from_model(model, backend="plain", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """6 s of a tone that swells and a noise burst: scores that change over time."""
+    import soundfile as sf
+
+    sr = 16000
+    t = np.arange(6 * sr) / sr
+    rng = np.random.default_rng(0)
+    x = 0.4 * np.sin(2 * np.pi * 330 * t) * np.clip(t / 3, 0, 1)
+    x[3 * sr:4 * sr] += 0.5 * rng.standard_normal(sr)
+    path = tmp_path_factory.mktemp("page") / "tone and noise.wav"
+    sf.write(path, x.astype(np.float32), sr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                               args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tagger):
+    with LiveServer(create_app(tagger)) as live:
+        yield live
+
+
+class PageLog:
+    """Everything a page asked for and complained about."""
+
+    def __init__(self, page):
+        self.requests, self.errors = [], []
+        page.on("request", lambda r: self.requests.append(r))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+
+def wait_done(page) -> None:
+    """Bounded wait for the page to finish a file; its one-line error if it failed."""
+    page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)",
+                           timeout=TIMEOUT_MS)
+    state = page.evaluate("document.body.dataset.state")
+    assert state == "done", f"the page reports: {page.inner_text('#error')}"
+
+
+def pixel(page, x: float, y: float) -> tuple[int, int, int, int]:
+    """The canvas pixel under CSS position (x, y) of the canvas."""
+    return tuple(page.evaluate(
+        """([x, y]) => { const c = document.getElementById('taggram');
+             const k = c.width / c.clientWidth;
+             return Array.from(c.getContext('2d').getImageData(Math.round(x * k), Math.round(y * k), 1, 1).data); }""",
+        [x, y]))
+
+
+def luminance(rgba) -> float:
+    r, g, b, _ = rgba
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    log = PageLog(page)
+    page.goto(server.url)
+    page.wait_for_function(f"document.getElementById('model').textContent.includes('{len(TAGS)} tags')",
+                           timeout=TIMEOUT_MS)
+    # keyboard: Tab reaches the file input, which the label styles as the drop area
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "file":
+            break
+    assert page.evaluate("document.activeElement.id") == "file"
+
+    page.set_input_files("#file", str(clip))
+    wait_done(page)
+
+    # the bars show the service's scores: compare with an independent in-process tagging
+    expected = tagger.tag(str(clip), top_k=TOP_K)
+    rows = page.eval_on_selector_all(
+        "#tags li", "lis => lis.map(li => [li.querySelector('.tag-name').textContent,"
+                    " li.querySelector('.tag-score').textContent, li.querySelector('.tag-fill').style.width])")
+    assert [r[0] for r in rows] == [t for t, _ in expected["top"]]
+    for (_, shown, width), (_, score) in zip(rows, expected["top"]):
+        assert float(shown) == pytest.approx(score, abs=6e-4)
+        assert float(width.rstrip("%")) == pytest.approx(100 * score, abs=0.06)
+    assert page.inner_text("#file-name") == clip.name
+
+    # the taggram: as many columns as the service's windows at the hop the page asked for
+    taggram_req = [r for r in log.requests if "/v1/taggram" in r.url]
+    assert len(taggram_req) == 1
+    hop = float(taggram_req[0].url.split("hop=")[1])
+    tg = tagger.taggram(str(clip), hop=hop)
+    canvas = page.locator("#taggram")
+    assert canvas.get_attribute("data-rows") == str(ROWS)
+    assert canvas.get_attribute("data-windows") == str(len(tg.start_s))
+    plot = page.evaluate("JSON.parse(document.getElementById('taggram').dataset.plot)")
+    # row 0 is the clip's best tag; a brighter cell where its score is higher (viridis)
+    best = TAGS.index(expected["top"][0][0])
+    col = tg.scores[:, best]
+    lo, hi = int(np.argmin(col)), int(np.argmax(col))
+    assert col[hi] - col[lo] > 0.02, "the test clip should give scores that change over time"
+
+    def cell(i):
+        t = (tg.start_s[i] + tg.end_s[i]) / 2
+        return pixel(page, plot["x"] + t / tg.duration_s * plot["w"], plot["y"] + 5)
+
+    assert cell(lo)[3] == 255 and cell(hi)[3] == 255
+    assert luminance(cell(hi)) > luminance(cell(lo))
+
+    # play: the marker follows (read twice, bounded waits)
+    page.evaluate("document.getElementById('player').play()")
+    page.wait_for_function("document.getElementById('player').currentTime > 0.3", timeout=TIMEOUT_MS)
+    first = page.eval_on_selector("#marker", "m => parseFloat(m.style.left)")
+    page.wait_for_function(f"parseFloat(document.getElementById('marker').style.left) > {first} + 2",
+                           timeout=TIMEOUT_MS)
+    second = page.eval_on_selector("#marker", "m => parseFloat(m.style.left)")
+    assert plot["x"] < first < second <= plot["x"] + plot["w"]
+    page.evaluate("document.getElementById('player').pause()")
+
+    # clicking the taggram seeks the player there, and the marker goes with it
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + plot["x"] + 0.75 * plot["w"], box["y"] + plot["y"] + 10)
+    page.wait_for_function("Math.abs(document.getElementById('player').currentTime - "
+                           f"{0.75 * tg.duration_s}) < 0.1", timeout=TIMEOUT_MS)
+    left = page.eval_on_selector("#marker", "m => parseFloat(m.style.left)")
+    assert left == pytest.approx(plot["x"] + 0.75 * plot["w"], abs=1.5)
+
+    # narrow screens: no sideways scrolling, the taggram redrawn to fit
+    page.set_viewport_size({"width": 360, "height": 800})
+    page.wait_for_function("JSON.parse(document.getElementById('taggram').dataset.plot).w < 300",
+                           timeout=TIMEOUT_MS)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    marker = page.locator("#marker").bounding_box()
+    assert marker["x"] + marker["width"] <= 360
+
+    # one upload per endpoint (the player plays the local file), nothing from elsewhere
+    posts = [r for r in log.requests if r.method == "POST"]
+    assert sorted(r.url.split("?")[0].removeprefix(server.url) for r in posts) == ["v1/tag", "v1/taggram"]
+    assert all(r.url.startswith((server.url, "blob:", "data:")) for r in log.requests), \
+        [r.url for r in log.requests]
+    assert log.errors == []
+    page.close()
+
+
+def test_broken_file_is_reported_in_one_line(browser, server, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+    page = browser.new_page()
+    page.goto(server.url)
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
+    message = page.inner_text("#error")
+    assert message.startswith("broken.wav: ") and len(message) > len("broken.wav: ")
+    assert "\n" not in message
+    assert page.is_hidden("#result")
+    page.close()
+
+
+def test_page_asks_for_the_key_and_sends_it(browser, tagger, clip):
+    with LiveServer(create_app(tagger, api_key="s3cret key")) as live:
+        page = browser.new_page()
+        log = PageLog(page)
+        page.goto(live.url)
+        page.wait_for_selector("#key-form", state="visible", timeout=TIMEOUT_MS)
+        assert page.is_hidden("#result")
+
+        page.fill("#key", "wrong")
+        page.press("#key", "Enter")
+        page.wait_for_function("document.getElementById('error').textContent.includes('refused')",
+                               timeout=TIMEOUT_MS)
+        assert page.is_visible("#key-form")
+
+        page.fill("#key", "s3cret key")
+        page.click("#key-form button")
+        page.wait_for_selector("#key-form", state="hidden", timeout=TIMEOUT_MS)
+        page.set_input_files("#file", str(clip))
+        wait_done(page)
+        assert page.locator("#tags li").count() == TOP_K
+        api = [r for r in log.requests if "/v1/" in r.url]
+        last = [r for r in api if r.method == "POST"] + api[-1:]
+        assert all(r.headers.get("authorization") == "Bearer s3cret key" for r in last)
+
+        # the key lasts for the tab: a reload does not ask again
+        page.reload()
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
+        assert page.is_hidden("#key-form")
+        page.close()
+
+
+@pytest.mark.skipif(not os.environ.get("SAMPLECNN_SCREENSHOT"),
+                    reason="SAMPLECNN_SCREENSHOT=path saves the README's screenshot")
+def test_screenshot(browser, tagger, clip, tmp_path):
+    """The README's picture: the real clip and a trained checkpoint when available."""
+    ckpt = os.environ.get("SAMPLECNN_SCREENSHOT_CKPT")
+    shot_tagger = Tagger.from_checkpoint(ckpt) if ckpt else tagger
+    real = Path(__file__).resolve().parents[2] / "shared/data/real/joram-moments_of_clarity-08-solipsism-59-88.mp3"
+    audio = real if real.is_file() else clip
+    with LiveServer(create_app(shot_tagger)) as live:
+        page = browser.new_page(viewport={"width": 1180, "height": 720}, device_scale_factor=1)
+        page.goto(live.url)
+        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
+        page.set_input_files("#file", str(audio))
+        wait_done(page)
+        page.evaluate("""() => { const p = document.getElementById('player');
+                                 p.currentTime = p.duration * 0.4; }""")
+        page.wait_for_function("document.getElementById('marker').dataset.time > 1", timeout=TIMEOUT_MS)
+        out = Path(os.environ["SAMPLECNN_SCREENSHOT"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
+        assert out.stat().st_size > 10_000
+        page.close()
