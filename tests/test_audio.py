@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from samplecnn.audio import (AUDIO_EXTENSIONS, AudioError, SilentAudioWarning, load_audio,
-                             probe, resample, stream_windows, to_mono)
+                             probe, resample, stream_blocks, stream_windows, to_mono)
 from samplecnn.testing.datasets import make_bad_files, tone, write_audio
 
 REAL = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -153,3 +153,120 @@ def test_stream_windows_memory_is_bounded(tmp_path):
     tracemalloc.stop()
     assert count == int(np.ceil(22050 * 60 / 59049))
     assert peak < 8 * 2**20, peak
+
+
+# ------------------------------------------------------------- decoder output, truncation
+def _corrupt_mp3(path: Path, seconds: float = 6.0) -> Path:
+    """An MP3 whose middle frame header has 8 bytes inverted: libmpg123 meets an illegal
+    frame header there, resyncs and goes on."""
+    whole = write_audio(path.with_name("whole_" + path.name), tone(seconds, 16000, seed=7), 16000)
+    data = bytearray(whole.read_bytes())
+    mid = next(i for i in range(len(data) // 2, len(data) - 1)
+               if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0)  # a frame sync
+    for k in range(mid, mid + 8):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_mp3_read_in_blocks_equals_the_whole_file_and_a_clean_one_has_no_warnings(tmp_path):
+    # soundfile seeks after every read; for MP3 that restarted libmpg123 at each block
+    # boundary ("part2_3_length too large") and changed the samples there.
+    p = write_audio(tmp_path / "clean.mp3", tone(6.0, 16000, seed=7), 16000)
+    whole = load_audio(p, 16000)
+    got = []
+    blocks = np.concatenate(list(stream_blocks(p, 16000, got)))
+    assert whole.warnings == [] and got == []
+    assert len(blocks) == len(whole.samples) > 65536
+    np.testing.assert_array_equal(blocks, whole.samples)
+    if REAL.exists():
+        real = []
+        n = sum(len(b) for b in stream_blocks(REAL, 22050, real))
+        assert real == [] and n == len(load_audio(REAL, 22050).samples)
+
+
+def test_damaged_mp3_becomes_warnings_of_that_file(tmp_path):
+    p = _corrupt_mp3(tmp_path / "bad.mp3")
+    a = load_audio(p, 16000)
+    assert len(a.samples) > 0
+    decoder = [w for w in a.warnings if w.startswith("decoder: ")]
+    assert decoder and any("Illegal Audio-MPEG-Header" in w for w in decoder)
+    # Bookkeeping lines of the resync are dropped, and nothing keeps libmpg123's prefixes.
+    assert not any("resync" in w.lower() or "Skipped" in w or "[src/" in w for w in a.warnings)
+    streamed = []
+    for _ in stream_windows(p, 16000, 16000, 16000, warnings=streamed):
+        pass
+    assert streamed == a.warnings
+
+
+@pytest.mark.parametrize("ext", [".wav", ".aiff", ".mp3"])
+def test_truncated_file_decodes_what_is_there_with_one_warning(tmp_path, ext):
+    whole = write_audio(tmp_path / f"whole{ext}", tone(4.0, 16000, seed=5), 16000)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    a = load_audio(cut, 16000)
+    assert 1.0 < a.duration_s < 3.0
+    trunc = [w for w in a.warnings if w.startswith("truncated:")]
+    assert len(trunc) == 1 and "4.0" in trunc[0], a.warnings
+    streamed = []
+    n = sum(len(b) for b in stream_blocks(cut, 16000, streamed))
+    assert streamed == a.warnings and n == len(a.samples)
+    assert load_audio(whole, 16000).warnings == []
+
+
+_THREADS_AND_FORKS = r"""
+import json, multiprocessing as mp, sys, threading
+from samplecnn.audio import load_audio, stream_blocks
+
+clean, bad = sys.argv[1], sys.argv[2]
+
+def decode(path):
+    a = load_audio(path, 16000)
+    w = []
+    for _ in stream_blocks(path, 16000, w):
+        pass
+    return [a.warnings, w]
+
+out = {clean: [], bad: []}
+def work():
+    for _ in range(4):
+        for p in (clean, bad):
+            out[p].append(decode(p))
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+with mp.get_context("fork").Pool(2) as pool:   # forks while the threads decode
+    forked = pool.map(decode, [clean, bad] * 3)
+for k in range(100):
+    print(f"ours {k}", file=sys.stderr, flush=True)
+for t in threads:
+    t.join()
+print(json.dumps({"threads": out, "forked": forked}))
+"""
+
+
+def test_decoder_chatter_never_reaches_stderr_from_threads_or_forks(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    clean = write_audio(tmp_path / "clean.mp3", tone(6.0, 16000, seed=7), 16000)
+    bad = _corrupt_mp3(tmp_path / "bad.mp3")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.run([sys.executable, "-c", _THREADS_AND_FORKS, str(clean), str(bad)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # Only the script's own lines: decoder lines were captured, other threads' lines that
+    # met a capture were handed back.
+    assert sorted(proc.stderr.splitlines()) == sorted(f"ours {k}" for k in range(100))
+    res = json.loads(proc.stdout)
+    ref = load_audio(bad, 16000).warnings
+    assert ref
+    for a_warn, s_warn in res["threads"][str(clean)]:
+        assert a_warn == [] and s_warn == []
+    for a_warn, s_warn in res["threads"][str(bad)]:
+        assert a_warn == ref and s_warn == ref
+    assert res["forked"] == [[[], []], [ref, ref]] * 3

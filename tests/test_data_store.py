@@ -210,16 +210,46 @@ def test_killed_prepare_resumes_without_loss_or_duplicates(tmp_path):
     assert not partial.exists() and not (out / "clips").exists()
 
 
-def test_existing_store_needs_overwrite(tmp_path):
+def test_rerun_on_a_complete_store_is_a_no_op_and_other_inputs_are_refused(tmp_path):
     fx = make_csv_folder(tmp_path / "ds", n_clips=4, duration_s=0.3, sample_rate=8000)
     m = read_csv_folder(fx.root)
-    prepare_store(m, tmp_path / "s", sample_rate=8000, workers=1, progress=False)
-    with pytest.raises(ValueError, match="already exists"):
+    first = prepare_store(m, tmp_path / "s", sample_rate=8000, workers=1, progress=False)
+    meta = (tmp_path / "s" / "meta.json").read_bytes()
+    again = prepare_store(m, tmp_path / "s", sample_rate=8000, workers=1, progress=False)
+    assert again.reused and again.decoded == 0 and not first.reused
+    assert again.counts == first.counts and again.skipped == first.skipped
+    assert "nothing to do" in again.summary()
+    assert (tmp_path / "s" / "meta.json").read_bytes() == meta  # untouched
+    # Other options, other labels or a changed audio file: not the store asked for.
+    with pytest.raises(ValueError, match="other inputs or options"):
+        prepare_store(m, tmp_path / "s", sample_rate=16000, workers=1, progress=False)
+    relabelled = m.subset(range(len(m)))
+    relabelled.labels[0] = 1 - relabelled.labels[0]
+    with pytest.raises(ValueError, match="other inputs or options"):
+        prepare_store(relabelled, tmp_path / "s", sample_rate=8000, workers=1, progress=False)
+    write_audio(m.paths[0], tone(0.4, 8000, seed=9), 8000)
+    with pytest.raises(ValueError, match="other inputs or options"):
         prepare_store(m, tmp_path / "s", sample_rate=8000, workers=1, progress=False)
     r = prepare_store(m, tmp_path / "s", sample_rate=16000, workers=1, progress=False,
                       overwrite=True)
-    assert SegmentStore(r.store).sample_rate == 16000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "s"]
+    assert SegmentStore(r.store).sample_rate == 16000 and not r.reused
+    # The lock file stays (removing it would race with a process opening it).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.lock", "ds", "s"]
+
+
+def test_a_store_being_prepared_refuses_a_second_prepare(tmp_path, capsys):
+    from samplecnn.locks import exclusive
+
+    fx = make_csv_folder(tmp_path / "ds", n_clips=3, duration_s=0.3, sample_rate=8000)
+    args = ["prepare", "csv", "--root", str(fx.root), "--out", str(tmp_path / "s"),
+            "--sample-rate", "8000", "--workers", "1", "--quiet"]
+    with exclusive(tmp_path / "s", "store"):  # what a running prepare holds
+        assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if not line.startswith("csv: ")]
+    assert len(err) == 1 and "in use by another samplecnn process" in err[0], err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+    assert main(args) == 0
 
 
 def test_cli_prepare_csv(tmp_path, capsys):
@@ -232,9 +262,12 @@ def test_cli_prepare_csv(tmp_path, capsys):
     out = capsys.readouterr().out
     store = SegmentStore(tmp_path / "s")
     assert len(store) == 6 and "(total 6)" in out and "skipped files: 0" in out
-    assert main(args) == 2
+    assert main(args) == 0  # a rerun on the complete store: nothing to do
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "(total 6)" in out and "(0 clips decoded)" in out
+    assert main(args[:6] + ["--sample-rate", "16000"] + args[8:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already exists" in err[0]
+    assert len(err) == 2 and "other inputs or options" in err[1] and "--overwrite" in err[1]
     assert main(["prepare", "mtat", "--root", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -11,12 +11,36 @@ Every way a file can fail (missing, empty, truncated, not audio, zero channels, 
 samples, absurd sample rate) raises `AudioError`, a `ValueError` carrying the path and a
 one-line reason. Digital silence is valid audio: it is flagged (`Audio.silent`) and a
 `SilentAudioWarning` is emitted.
+
+Files are opened by their bytes (`os.fsencode`), so every name a POSIX file system allows
+opens, including names that are not valid UTF-8.
+
+A file that decodes but not cleanly is used, and says so in its warnings
+(`Audio.warnings`, or the `warnings=` list of `stream_blocks` / `stream_windows`), one
+line each:
+
+- `truncated: ...`: the data is shorter than the header announces (WAV and AIFF: the
+  header's frame count, exactly; MP3: more than 1 % or 4,608 frames short of the Xing /
+  estimated count, since MP3 headers routinely over-announce a little);
+- `decoder: ...`: what libmpg123 reported about damaged frames (an illegal header, a
+  frame that does not fit its bits...), at most five lines per file.
+
+The decoder's own output never reaches the terminal: it writes to file descriptor 2
+directly, so the decoding calls run with fd 2 pointed at a private file (see
+`_decoder_output`) and what it wrote becomes those warnings; its known-benign lines
+(resync notes, the Xing size note that `truncated:` states better) are dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import warnings
-from dataclasses import dataclass
+import re
+import struct
+import sys
+import tempfile
+import threading
+import warnings as pywarnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -24,6 +48,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .paths import escape_path
 from .windows import WindowGrid
 
 __all__ = [
@@ -56,12 +81,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 class AudioError(ValueError):
-    """A file that cannot be used as audio. `str(err) == f"{path}: {reason}"`."""
+    """A file that cannot be used as audio. `str(err) == f"{escape_path(path)}: {reason}"`
+    (one printable line whatever the name); `err.path` is the name as given."""
 
     def __init__(self, path: PathLike, reason: str):
-        self.path = str(path)
+        self.path = os.fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{escape_path(self.path)}: {reason}")
 
     def __reduce__(self):
         # Keep the two-argument constructor working across process boundaries.
@@ -78,7 +104,8 @@ class Audio:
 
     samples: float32 `(n,)` mono at `sample_rate`, zero-padded to `min_samples` if the
     decoded audio was shorter (then `padded` is True). `duration_s` is the length of the
-    decoded audio before padding.
+    decoded audio before padding. `warnings`: one-line notes about a file that decoded
+    but not cleanly (`truncated: ...`, `decoder: ...`; see the module docstring).
     """
 
     samples: np.ndarray
@@ -88,6 +115,7 @@ class Audio:
     duration_s: float
     padded: bool = False
     silent: bool = False
+    warnings: list = field(default_factory=list)
 
 
 @dataclass
@@ -149,11 +177,124 @@ def _open_reason(err: Exception) -> str:
     return f"not a readable audio file ({msg.rstrip('.')})"
 
 
-def _open(path: Path) -> sf.SoundFile:
-    """Open for reading, turning every failure into an AudioError with a short reason."""
+# -- the decoder's own output -----------------------------------------------------------
+# libmpg123 (libsndfile's MP3 decoder) prints notes and errors with fprintf(stderr): they
+# interleave with samplecnn's lines and name no file. Opening and MP3 reads therefore run
+# with file descriptor 2 pointed at a private temporary file, and what the decoder wrote
+# becomes the file's warnings. fd 2 belongs to the whole process, so one lock serialises
+# the swaps (decoding threads take turns per call, not per file), and fork() waits for the
+# lock, so a child never starts with fd 2 still swapped; the child makes its own lock and
+# file. Reads of other formats are not wrapped: their decoders report by return code only.
+
+_CHATTY_FORMATS = ("MP3", "MPEG")  # libsndfile names MP3 "MP3" (MPEG in some builds)
+_MAX_DECODER_LINES = 5
+_capture_lock = threading.RLock()
+_capture_file = None
+
+# Lines that carry nothing for the user: resync bookkeeping after an "Illegal
+# Audio-MPEG-Header" note, and size notes that the `truncated:` check states better.
+_BENIGN = re.compile(
+    r"Trying to resync|Skipped \d+ bytes in input|Xing stream size off|"
+    r"more data after announced end|fuzzy seeking", re.IGNORECASE)
+_DECODER_LINE = re.compile(r"^\s*(\[[^\]]*\.c:[^\]]*\]|(Note|Warning|Error)\s*:)|mpg123",
+                           re.IGNORECASE)
+_DECODER_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)?((note|warning|error)\s*:\s*)?",
+                             re.IGNORECASE)
+
+
+def _after_fork_in_child() -> None:
+    global _capture_lock, _capture_file
+    _capture_lock = threading.RLock()
+    _capture_file = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=lambda: _capture_lock.acquire(),
+                        after_in_parent=lambda: _capture_lock.release(),
+                        after_in_child=_after_fork_in_child)
+
+
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _sort_output(data: bytes, into: list | None) -> None:
+    """Decoder lines -> `into` (cleaned, benign ones dropped); any other line (another
+    thread's, written while fd 2 was swapped) goes back to the real stderr unchanged."""
+    other = []
+    for raw in data.splitlines():
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        if not _DECODER_LINE.search(line):
+            other.append(raw + b"\n")
+        elif not _BENIGN.search(line) and into is not None:
+            into.append("decoder: " + _DECODER_PREFIX.sub("", line).rstrip(". "))
+    if other:
+        try:
+            os.write(2, b"".join(other))
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _decoder_output(into: list | None) -> Iterator[None]:
+    """Run the block with fd 2 captured; the decoder's lines are appended to `into`
+    (None: dropped). A process without a usable fd 2 runs the block as it is."""
+    global _capture_file
+    with _capture_lock:
+        _flush_stderr()
+        try:
+            saved = os.dup(2)
+        except OSError:
+            saved = None
+        if saved is None:
+            yield
+            return
+        try:
+            if _capture_file is None:
+                _capture_file = tempfile.TemporaryFile(buffering=0)
+            capture = _capture_file
+            os.dup2(capture.fileno(), 2)
+        except OSError:
+            os.close(saved)
+            yield
+            return
+        try:
+            yield
+        finally:
+            _flush_stderr()  # Python-level writes made meanwhile belong to the capture
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            data = capture.read()
+            capture.seek(0)
+            capture.truncate()
+            if data:
+                _sort_output(data, into)
+
+
+def _summarise(decoder_lines: list) -> list:
+    """Distinct decoder lines, at most `_MAX_DECODER_LINES`, then a count of the rest."""
+    distinct = list(dict.fromkeys(decoder_lines))
+    if len(distinct) <= _MAX_DECODER_LINES:
+        return distinct
+    rest = len(distinct) - _MAX_DECODER_LINES
+    return distinct[:_MAX_DECODER_LINES] + [f"decoder: {rest} more message(s) of this kind"]
+
+
+def _open(path: Path, chatter: list | None = None) -> sf.SoundFile:
+    """Open for reading, turning every failure into an AudioError with a short reason.
+    The decoder's messages while opening go to `chatter`."""
     _check_path(path)
     try:
-        f = sf.SoundFile(str(path))
+        with _decoder_output(chatter):
+            # Bytes, not str: soundfile encodes a str strictly as UTF-8, which fails for
+            # names that are not valid UTF-8 (Python spells them with lone surrogates).
+            f = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioError(path, _open_reason(err)) from None
     try:
@@ -171,9 +312,117 @@ def _open(path: Path) -> sf.SoundFile:
     return f
 
 
+def _read(f: sf.SoundFile, frames: int, chatter: list | None) -> np.ndarray:
+    """float32 `(k, channels)`: up to `frames` frames (MP3: `frames` > 0), capturing the
+    decoder's output for MP3."""
+    if f.format in _CHATTY_FORMATS:
+        with _decoder_output(chatter):
+            return _read_in_place(f, frames)
+    return f.read(frames, dtype="float32", always_2d=True)
+
+
+def _read_in_place(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Read without the seek that `SoundFile.read` makes after every call.
+
+    soundfile re-seeks to the position it just reached after each read; for MP3 that seek
+    restarts libmpg123, which then decodes the next frames without their bit reservoir
+    ("part2_3_length too large") and outputs wrong samples for a few frames at every
+    block boundary (up to 0.3 of full scale on a clean file). Calling libsndfile's read
+    directly keeps the decoder's state, so a file read in blocks equals the file read in
+    one call.
+    """
+    snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    if snd is None or ffi is None or getattr(f, "_file", None) is None:  # another soundfile
+        return f.read(frames, dtype="float32", always_2d=True)
+    buf = np.empty((frames, f.channels), dtype=np.float32)
+    n = snd.sf_readf_float(f._file, ffi.cast("float *", buf.ctypes.data), frames)
+    code = snd.sf_error(f._file)
+    if code != 0 or n < 0:
+        raise sf.LibsndfileError(code)
+    return buf[:n]
+
+
+# -- truncation -------------------------------------------------------------------------
+_MAX_CHUNKS = 64  # a header walk gives up after this many chunks (hostile files)
+
+
+def _riff_frames(fh) -> int | None:
+    """WAV: the data chunk's size over the block alignment of the fmt chunk."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    block = None
+    for _ in range(_MAX_CHUNKS):
+        h = fh.read(8)
+        if len(h) < 8:
+            return None
+        cid, size = h[:4], struct.unpack("<I", h[4:])[0]
+        if cid == b"fmt ":
+            body = fh.read(min(size, 16))
+            if len(body) < 14:
+                return None
+            block = struct.unpack("<H", body[12:14])[0]
+            fh.seek(size - len(body) + (size & 1), 1)
+        elif cid == b"data":
+            # Streaming writers leave the size at 0 or 0xFFFFFFFF: nothing is announced.
+            if not block or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block
+        else:
+            fh.seek(size + (size & 1), 1)
+    return None
+
+
+def _aiff_frames(fh) -> int | None:
+    """AIFF / AIFF-C: numSampleFrames of the COMM chunk."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
+        return None
+    for _ in range(_MAX_CHUNKS):
+        h = fh.read(8)
+        if len(h) < 8:
+            return None
+        cid, size = h[:4], struct.unpack(">I", h[4:])[0]
+        if cid == b"COMM":
+            body = fh.read(6)
+            return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
+        fh.seek(size + (size & 1), 1)
+    return None
+
+
+def _announced(path: Path, f: sf.SoundFile) -> tuple[int | None, int]:
+    """(frames the header announces, frames of shortfall tolerated), or (None, 0).
+
+    libsndfile clamps WAV and AIFF frame counts to what the file holds, so their headers
+    are read here; for MP3 its count (Xing header or an estimate) is used with a margin.
+    """
+    fmt = f.format
+    try:
+        if fmt in ("WAV", "WAVEX"):
+            with open(os.fsencode(path), "rb") as fh:
+                return _riff_frames(fh), 0
+        if fmt == "AIFF":
+            with open(os.fsencode(path), "rb") as fh:
+                return _aiff_frames(fh), 0
+    except (OSError, struct.error):
+        return None, 0
+    if fmt in ("MP3", "MPEG"):
+        return int(f.frames), max(int(0.01 * f.frames), 4 * 1152)
+    return None, 0
+
+
+def _truncation(announced: tuple[int | None, int], decoded: int, sr: int) -> list:
+    frames, tolerance = announced
+    if frames is None or decoded >= frames - tolerance:
+        return []
+    return [f"truncated: the header announces {frames / sr:.3f} s, only {decoded / sr:.3f} s "
+            "decode"]
+
+
 def probe(path: PathLike) -> AudioInfo:
-    """Header information without decoding (`AudioError` if the file cannot be opened)."""
-    path = Path(path)
+    """Header information without decoding (`AudioError` if the file cannot be opened).
+    The decoder's messages while opening are dropped: decoding the file reports them."""
+    path = _as_path(path)
     with _open(path) as f:
         frames = int(f.frames)
         return AudioInfo(
@@ -187,20 +436,26 @@ def probe(path: PathLike) -> AudioInfo:
         )
 
 
-def _read_all(f: sf.SoundFile, path: Path) -> np.ndarray:
+def _read_all(f: sf.SoundFile, path: Path, chatter: list | None) -> np.ndarray:
     """Decode every frame as float32 `(n, channels)`, trusting the stream, not the header."""
     try:
         # One big read first (fast path, sized by the header), then keep reading in case
         # the header under-announces; the loop ends when the decoder has nothing left.
-        parts = [f.read(dtype="float32", always_2d=True)]
+        # MP3 reads in blocks: its header is an estimate, and see `_read_in_place`.
+        first = _BLOCK_FRAMES if f.format in _CHATTY_FORMATS else -1
+        parts = [_read(f, first, chatter)]
         while True:
-            block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            block = _read(f, _BLOCK_FRAMES, chatter)
             if len(block) == 0:
                 break
             parts.append(block)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"decoding failed ({str(err).strip()})") from None
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _as_path(path) -> Path:
+    return Path(os.fsdecode(path)) if isinstance(path, bytes) else Path(path)
 
 
 def _check_samples(x: np.ndarray, path: Path) -> None:
@@ -213,22 +468,27 @@ def load_audio(path: PathLike, sample_rate: int, min_samples: int = 0) -> Audio:
 
     Downmix by the mean of channels, resample with soxr (HQ), then zero-pad up to
     `min_samples` (recorded in `Audio.padded`). Raises `AudioError` for unusable files;
-    warns `SilentAudioWarning` for all-zero audio.
+    warns `SilentAudioWarning` for all-zero audio; a truncated or damaged file that
+    decodes is returned with `Audio.warnings` saying so.
     """
-    path = Path(path)
+    path = _as_path(path)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    with _open(path) as f:
+    chatter: list = []
+    with _open(path, chatter) as f:
         src_sr, channels = int(f.samplerate), int(f.channels)
-        data = _read_all(f, path)
+        announced = _announced(path, f)
+        data = _read_all(f, path, chatter)
     if len(data) == 0:
         raise AudioError(path, "no audio decoded (empty or truncated stream)")
     _check_samples(data, path)
+    notes = _truncation(announced, len(data), src_sr) + _summarise(chatter)
     duration = len(data) / src_sr
     x = resample(to_mono(data), src_sr, sample_rate)
     silent = not np.any(x)
     if silent:
-        warnings.warn(f"{path}: digital silence", SilentAudioWarning, stacklevel=2)
+        pywarnings.warn(f"{escape_path(path)}: digital silence", SilentAudioWarning,
+                        stacklevel=2)
     padded = len(x) < min_samples
     if padded:
         x = np.pad(x, (0, min_samples - len(x)))
@@ -240,20 +500,26 @@ def load_audio(path: PathLike, sample_rate: int, min_samples: int = 0) -> Audio:
         duration_s=duration,
         padded=padded,
         silent=silent,
+        warnings=notes,
     )
 
 
-def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
+def stream_blocks(path: PathLike, sample_rate: int,
+                  warnings: list | None = None) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks `(k,)` at `sample_rate`, decoding and resampling
     incrementally (memory: one 65,536-frame block, whatever the file length).
 
     The blocks concatenated are exactly the decoded audio, so their total length is the
     true decoded length. This is what `stream_windows` runs on; callers that need the
-    length as well as windows (the tagger) use it directly.
+    length as well as windows (the tagger) use it directly. `warnings`, when given, is
+    appended the file's one-line warnings (`truncated: ...`, `decoder: ...`) when the
+    stream ends.
     """
-    path = Path(path)
-    with _open(path) as f:
+    path = _as_path(path)
+    chatter: list = []
+    with _open(path, chatter) as f:
         src_sr = int(f.samplerate)
+        announced = _announced(path, f)
         stream = (
             None
             if src_sr == sample_rate
@@ -262,7 +528,7 @@ def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
         total = 0
         while True:
             try:
-                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                block = _read(f, _BLOCK_FRAMES, chatter)
             except (sf.LibsndfileError, RuntimeError) as err:
                 raise AudioError(path, f"decoding failed ({str(err).strip()})") from None
             last = len(block) == 0
@@ -277,6 +543,8 @@ def stream_blocks(path: PathLike, sample_rate: int) -> Iterator[np.ndarray]:
                 break
         if total == 0:
             raise AudioError(path, "no audio decoded (empty or truncated stream)")
+        if warnings is not None:
+            warnings.extend(_truncation(announced, total, src_sr) + _summarise(chatter))
 
 
 def windows_from_blocks(
@@ -296,6 +564,7 @@ def stream_windows(
     last: str = "pad",
     *,
     source_sample_rate: int | None = None,
+    warnings: list | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(start_sample, samples)` windows, `samples` float32 `(window,)`.
 
@@ -307,7 +576,8 @@ def stream_windows(
     adds a zero-padded window over the samples after the last full one, `last="drop"`
     keeps full windows only; a source shorter than one window yields exactly one padded
     window under both. Each yielded array is a fresh copy. Raises `AudioError` for unusable files
-    (possibly after some windows were yielded, for a stream that breaks midway).
+    (possibly after some windows were yielded, for a stream that breaks midway). For a
+    path, `warnings` (a list) is appended the file's warnings (see `stream_blocks`).
     """
     window, hop = int(window), int(hop)
     if window <= 0 or hop <= 0:
@@ -323,9 +593,9 @@ def stream_windows(
         blocks: Iterator[np.ndarray] = iter([x])
         label = "audio array"
     else:
-        path = Path(source)
-        blocks = stream_blocks(path, sample_rate)
-        label = str(path)
+        path = _as_path(source)
+        blocks = stream_blocks(path, sample_rate, warnings)
+        label = escape_path(path)
 
     seen = {"samples": 0, "sound": False}
 
@@ -339,4 +609,4 @@ def stream_windows(
     end = seen["samples"]
     any_sound = seen["sound"]
     if end > 0 and not any_sound:
-        warnings.warn(f"{label}: digital silence", SilentAudioWarning, stacklevel=2)
+        pywarnings.warn(f"{label}: digital silence", SilentAudioWarning, stacklevel=2)

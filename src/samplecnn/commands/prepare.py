@@ -19,7 +19,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="decoding processes (default: CPU count; 1: no subprocesses)")
     p.add_argument("--limit", type=int, default=None,
                    help="keep at most N clips of each split (quick experiments)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store made from other inputs or options")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
         "prepare", help="decode a data set into a segment store",
         description="Decode every clip once (parallel, resumable) into a segment store "
                     "that training reads without decoding again. Rerun the same command "
-                    "after an interruption to resume.")
+                    "after an interruption to resume; on a complete store it does nothing "
+                    "and prints the store's summary.")
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET")
     sub.required = True
 
@@ -70,6 +72,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from samplecnn import data
     from samplecnn.data.prepare import check_out_path
+    from samplecnn.paths import escape_path
 
     check_out_path(args.out, args.overwrite)  # fail before reading a large data set
     if args.dataset == "mtat":
@@ -90,10 +93,12 @@ def run(args) -> int:
                                         test_fraction=args.test_fraction, seed=args.seed,
                                         min_duration_s=args.min_duration)
     manifest = manifest.limit(args.limit)
+    for msg in manifest.warnings:  # likely mistakes in the annotations: said before the work
+        print(f"samplecnn prepare: warning: {msg}", file=sys.stderr)
     counts = manifest.split_counts()
-    print(f"{manifest.name}: {len(manifest)} clips to decode (train {counts['train']}, "
+    print(f"{manifest.name}: {len(manifest)} clips (train {counts['train']}, "
           f"valid {counts['valid']}, test {counts['test']}), {len(manifest.tags)} tags, "
-          f"-> {args.out} at {args.sample_rate} Hz", file=sys.stderr)
+          f"-> {escape_path(args.out)} at {args.sample_rate} Hz", file=sys.stderr)
     report = data.prepare_store(
         manifest, args.out, sample_rate=args.sample_rate, min_samples=args.min_samples,
         workers=args.workers, overwrite=args.overwrite,

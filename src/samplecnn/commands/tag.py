@@ -143,6 +143,9 @@ def _tag(args: argparse.Namespace) -> int:
             elif args.taggram_dir:
                 write_taggram(tagger.taggram_of(res), args.taggram_dir, names[res.path])
             writer.write(res.record)
+            if not args.quiet:  # a file that was tagged but not cleanly (truncated, damaged)
+                for note in res.record.get("warnings") or ():
+                    warn(f"{res.path}: {note}")
     finally:
         writer.close()
     if failed:

@@ -2,15 +2,58 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ..paths import unescape_path
 from .manifest import Manifest, group_split, normalize_split
 
 #: Columns of annotations.csv that are never tags.
 RESERVED_COLUMNS = ("path", "tags", "split", "group", "clip_id")
+#: Separator of tag names in the `tags` column.
+TAG_SEPARATOR = ";"
+#: Characters that, inside a tag name, suggest another separator was meant.
+_SEPARATOR_LIKE = (";", "|", ",")
+
+
+_ESCAPE_TOKEN = re.compile(r"(\\\\|\\x[0-9a-fA-F]{2})")
+
+
+def _clip_id(path_text: str) -> str:
+    """The default clip id: the path as written, without its extension, `\\` as `/`
+    (Windows-style folders); escapes (`\\xHH`, `\\\\`) stay as written, so the id is
+    text whatever the file name's bytes."""
+    parts = _ESCAPE_TOKEN.split(str(Path(path_text).with_suffix("")))
+    return "".join(s if k % 2 else s.replace("\\", "/") for k, s in enumerate(parts))
+
+
+def tag_warnings(tags: list[str], where: str, separator: str | None) -> list[str]:
+    """Likely mistakes in tag names, one line per kind: names holding a separator-like
+    character other than `separator` (`a|b` read as one tag), and names that differ only
+    in case (`Piano` and `piano` are two tags)."""
+    out = []
+    for ch in _SEPARATOR_LIKE:
+        if ch == separator:
+            continue
+        bad = [t for t in tags if ch in t]
+        if bad:
+            how = (f"the tags column separates tags with {separator!r}" if separator
+                   else "each column is one tag")
+            out.append(f"{where}: {len(bad)} tag name(s) contain {ch!r}, e.g. {bad[0]!r}; "
+                       f"{how}, so each is one tag (see docs/data.md)")
+    groups: dict[str, list[str]] = {}
+    for t in tags:
+        groups.setdefault(t.casefold(), []).append(t)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        shown = "; ".join("/".join(repr(t) for t in g) for g in clashes[:3])
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        out.append(f"{where}: {len(clashes)} group(s) of tag names differ only in case "
+                   f"({shown}{more}); they are distinct tags")
+    return out
 
 
 def read_csv_folder(
@@ -26,9 +69,13 @@ def read_csv_folder(
 
     Tags come from a `tags` column (names separated by `;`, tag order from `tags.txt`
     when present, else by descending frequency then name) or from one 0/1 column per tag
-    (column order). Without a `split` column the split is made here, seeded and
-    group-aware when a `group` column exists. Clips whose audio is missing are skipped
-    with the reason.
+    (column order). Tag names holding `|` or `,` (or `;` as a column name), and names
+    that differ only in case, are kept as written and reported in `Manifest.warnings`.
+    `path` is relative to `root` or absolute, spelled as samplecnn writes file names
+    (`samplecnn.paths.escape_path`: `\\xHH` for a byte that is not UTF-8, `\\\\` for
+    a backslash), so any file name can be listed. Without a `split` column the split is
+    made here, seeded and group-aware when a `group` column exists. Clips whose audio is
+    missing are skipped with the reason.
     """
     root = Path(root)
     if not root.is_dir():
@@ -61,7 +108,8 @@ def read_csv_folder(
         records.append((lineno, rec))
 
     if "tags" in col:
-        per_clip = [[t.strip() for t in r["tags"].split(";") if t.strip()] for _, r in records]
+        per_clip = [[t.strip() for t in r["tags"].split(TAG_SEPARATOR) if t.strip()]
+                    for _, r in records]
         tags_txt = root / "tags.txt"
         if tags_txt.is_file():
             tags = [t.strip() for t in tags_txt.read_text(encoding="utf-8").splitlines()
@@ -92,9 +140,10 @@ def read_csv_folder(
                 elif v not in ("0", "0.0", "", "false", "False"):
                     raise ValueError(f"{path}: line {lineno}: tag {t!r} value {v!r} is not 0/1")
 
+    warnings = tag_warnings(list(tags), str(path), TAG_SEPARATOR if "tags" in col else None)
     clip_ids = []
     for _, r in records:
-        cid = r.get("clip_id") or str(Path(r["path"]).with_suffix("")).replace("\\", "/")
+        cid = r.get("clip_id") or _clip_id(r["path"])
         clip_ids.append(cid)
     dup = [c for c, n in Counter(clip_ids).items() if n > 1]
     if dup:
@@ -121,7 +170,7 @@ def read_csv_folder(
     keep, skipped = [], []
     abspaths = []
     for i, (_, r) in enumerate(records):
-        p = Path(r["path"])
+        p = Path(unescape_path(r["path"]))
         p = p if p.is_absolute() else root / p
         abspaths.append(str(p.resolve()))
         if not p.exists():  # anything else that is wrong is for the decoder to report
@@ -138,5 +187,6 @@ def read_csv_folder(
         splits=[splits[i] for i in keep],
         skipped=skipped,
         notes=notes,
+        warnings=warnings,
         min_duration_s=min_duration_s,
     )

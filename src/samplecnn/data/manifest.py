@@ -23,7 +23,9 @@ class Manifest:
     paths: absolute audio paths `(n,)`; clip_ids `(n,)`; labels uint8 `(n, n_tags)`;
     splits `(n,)` in {"train", "valid", "test"}. `skipped` lists `(path, reason)` for clips
     left out because they cannot be used (known broken, file missing...), `dropped`
-    `(path, reason)` for clips left out by a filter; `notes` are lines worth printing.
+    `(path, reason)` for clips left out by a filter; `notes` are lines worth printing;
+    `warnings` are likely mistakes in the data set's description (one line per kind),
+    which `prepare` prints first and keeps in the store's notes.
     `expected_counts` (train, valid, test), when set, are the counts a full copy of the
     data set should give after preparation; `min_duration_s` drops shorter clips once
     decoded.
@@ -39,6 +41,7 @@ class Manifest:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     expected_counts: tuple[int, int, int] | None = None
     min_duration_s: float | None = None
 
@@ -64,7 +67,7 @@ class Manifest:
             clip_ids=[self.clip_ids[i] for i in keep], paths=[self.paths[i] for i in keep],
             labels=self.labels[keep], splits=[self.splits[i] for i in keep],
             skipped=list(self.skipped), dropped=list(self.dropped), notes=list(self.notes),
-            expected_counts=self.expected_counts, min_duration_s=self.min_duration_s,
+            warnings=list(self.warnings), expected_counts=self.expected_counts, min_duration_s=self.min_duration_s,
         )
 
     def limit(self, per_split: int | None) -> "Manifest":

@@ -6,6 +6,17 @@ status), both via a temporary name and `os.replace`, so a clip is done exactly w
 JSON exists. A rerun after a kill decodes only the clips without a JSON. Assembly writes
 `audio.i16`, `index.npz`, `labels.npy` and finally `meta.json`, then renames the folder
 to `<store>`: a store without `meta.json` is never mistaken for a complete one.
+
+One `prepare` at a time per store: the store is held with `samplecnn.locks.exclusive`
+for the whole run. `meta.json` records a fingerprint of the inputs and options (clip
+paths with their sizes and modification times, labels, splits, tags, sample rate, minimum
+length and duration): rerunning on a complete store with the same fingerprint does
+nothing and reports the store; with another fingerprint it is refused (`--overwrite`
+replaces the store).
+
+File names are written with `samplecnn.paths.escape_path` (plan.json, meta.json,
+index.npz), so any name a POSIX file system allows can be stored; `SegmentStore.source_path`
+gives the name back.
 """
 from __future__ import annotations
 
@@ -25,6 +36,8 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..audio import AudioError, load_audio
+from ..locks import exclusive
+from ..paths import escape_path
 from .manifest import SPLITS, Manifest
 from .store import INT16_SCALE, STORE_FORMAT, STORE_VERSION, float_to_int16
 
@@ -35,7 +48,9 @@ DEFAULT_MIN_SAMPLES = 59_049
 
 @dataclass
 class PrepareReport:
-    """What `prepare_store` did. `skipped`/`dropped` are `(path, reason)` lists."""
+    """What `prepare_store` did. `skipped`/`dropped`/`warnings` are `(path, text)` lists,
+    paths escaped (`samplecnn.paths.escape_path`). `reused`: the store was already
+    complete for these inputs and options, and nothing was done."""
 
     store: Path
     counts: dict[str, int]
@@ -45,10 +60,14 @@ class PrepareReport:
     resumed: int = 0
     decoded: int = 0
     seconds: float = 0.0
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    reused: bool = False
 
     def summary(self, max_listed: int = 20) -> str:
         """Multi-line human summary: counts, notes, then skipped files with reasons."""
-        lines = [f"store: {self.store}"]
+        lines = [f"store: {escape_path(self.store)}"]
+        if self.reused:
+            lines.append("already complete for these inputs and options: nothing to do")
         lines.append("clips: " + ", ".join(f"{s} {n}" for s, n in self.counts.items())
                      + f" (total {sum(self.counts.values())})")
         if self.resumed:
@@ -59,6 +78,11 @@ class PrepareReport:
             lines += [f"  {p}: {r}" for p, r in self.dropped[:max_listed]]
             if len(self.dropped) > max_listed:
                 lines.append(f"  ... and {len(self.dropped) - max_listed} more (see meta.json)")
+        if self.warnings:
+            lines.append(f"files with warnings (stored): {len(self.warnings)}")
+            lines += [f"  {p}: {w}" for p, w in self.warnings[:max_listed]]
+            if len(self.warnings) > max_listed:
+                lines.append(f"  ... and {len(self.warnings) - max_listed} more (see meta.json)")
         lines.append(f"skipped files: {len(self.skipped)}")
         lines += [f"  {p}: {r}" for p, r in self.skipped[:max_listed]]
         if len(self.skipped) > max_listed:
@@ -73,7 +97,9 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    # An exception's text may carry an undecodable file name: keep it writable as UTF-8.
+    text = str(text).encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return " ".join(text.split())
 
 
 def decode_clip(task: tuple) -> tuple[int, dict]:
@@ -92,7 +118,8 @@ def decode_clip(task: tuple) -> tuple[int, dict]:
         else:
             _save_npy(clip_dir / f"{i}.npy", float_to_int16(a.samples))
             info = {"status": "ok", "length": int(len(a.samples)), "padded": bool(a.padded),
-                    "silent": bool(a.silent), "duration": float(a.duration_s)}
+                    "silent": bool(a.silent), "duration": float(a.duration_s),
+                    "warnings": [_one_line(w) for w in a.warnings]}
     except AudioError as err:
         info = {"status": "skipped", "reason": _one_line(err.reason)}
     except Exception as err:  # a bad file must never take the other clips down
@@ -109,13 +136,43 @@ def _plan(manifest: Manifest, sample_rate: int, min_samples: int) -> dict:
         "sample_rate": int(sample_rate),
         "min_samples": int(min_samples),
         "min_duration_s": manifest.min_duration_s,
-        "paths": list(manifest.paths),
+        "paths": [escape_path(p) for p in manifest.paths],
     }
     # Per-clip results depend only on the paths and decoding parameters; labels and
     # splits are taken from the current manifest at assembly time.
     plan["fingerprint"] = hashlib.sha256(
         json.dumps(plan, sort_keys=True).encode("utf-8")).hexdigest()
     return plan
+
+
+def _inputs_fingerprint(manifest: Manifest, plan: dict) -> str:
+    """What a complete store was made from: the plan (paths, decoding options), each
+    file's size and modification time, and the labels, splits, clip ids and tags."""
+    h = hashlib.sha256(plan["fingerprint"].encode("ascii"))
+    for p in manifest.paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{st.st_size}:{st.st_mtime_ns};".encode("ascii"))
+        except OSError:
+            h.update(b"-;")
+    rest = {"tags": list(manifest.tags), "clip_ids": list(manifest.clip_ids),
+            "splits": list(manifest.splits), "dataset": manifest.name}
+    h.update(json.dumps(rest, sort_keys=True).encode("utf-8", errors="backslashreplace"))
+    h.update(np.ascontiguousarray(manifest.labels, dtype=np.uint8).tobytes())
+    h.update(str(manifest.labels.shape).encode("ascii"))
+    return h.hexdigest()
+
+
+def _report_from_meta(out: Path, meta: dict, **extra) -> PrepareReport:
+    return PrepareReport(
+        store=out,
+        counts=dict(meta["counts"]),
+        skipped=[tuple(x) for x in meta["skipped"]],
+        dropped=[tuple(x) for x in meta["dropped"]],
+        notes=list(meta["notes"]),
+        warnings=[tuple(x) for x in meta.get("warnings", [])],
+        **extra,
+    )
 
 
 def _run_pool(todo: list[tuple], workers: int, progress: bool, initial: int, total: int):
@@ -160,18 +217,16 @@ def _run_pool(todo: list[tuple], workers: int, progress: bool, initial: int, tot
         bar.close()
 
 
-def check_out_path(out: Path, overwrite: bool) -> None:
-    """ValueError unless `out` can receive a store (absent, empty, or a store with
-    `overwrite`)."""
+def check_out_path(out: Path, overwrite: bool = False) -> None:
+    """ValueError unless `out` can receive a store: absent, empty, or a store (which
+    `prepare_store` reuses when it was made from the same inputs, and otherwise replaces
+    only with `overwrite`)."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise ValueError(f"{out}: exists and is not a folder")
-        if (out / "meta.json").exists():
-            if not overwrite:
-                raise ValueError(f"{out}: a store already exists (use --overwrite to replace it)")
-        elif any(out.iterdir()):
-            raise ValueError(f"{out}: folder exists, is not empty and is not a store")
+            raise ValueError(f"{escape_path(out)}: exists and is not a folder")
+        if not (out / "meta.json").exists() and any(out.iterdir()):
+            raise ValueError(f"{escape_path(out)}: folder exists, is not empty and is not a store")
 
 
 def prepare_store(
@@ -189,9 +244,13 @@ def prepare_store(
 
     Clips are decoded in `workers` processes (default: CPU count; 1 = in this process),
     resampled to `sample_rate`, zero-padded to `min_samples`, stored as int16. A rerun
-    after an interruption resumes from `<out>.partial`. Files that cannot be decoded are
-    skipped and listed (report and meta.json) with their reasons. `log(str)` receives
-    progress lines (default: nothing).
+    after an interruption resumes from `<out>.partial`; a rerun on a complete store made
+    from the same inputs and options does nothing (`report.reused`), one made from others
+    raises ValueError unless `overwrite`. Files that cannot be decoded are skipped and
+    listed (report and meta.json) with their reasons; files that decode with warnings
+    (truncated, damaged frames) are stored and listed. Another process preparing the
+    same `out` makes this one raise `samplecnn.locks.OutputBusy` (a ValueError).
+    `log(str)` receives progress lines (default: nothing).
     """
     t0 = time.time()
     out = Path(out)
@@ -200,13 +259,31 @@ def prepare_store(
     if len(manifest) == 0:
         raise ValueError(f"{manifest.root}: no clips to prepare")
     check_out_path(out, overwrite)
+    with exclusive(out, "store"):
+        return _prepare_locked(manifest, out, t0, sample_rate, min_samples, workers,
+                               overwrite, progress, log)
+
+
+def _prepare_locked(manifest: Manifest, out: Path, t0: float, sample_rate: int,
+                    min_samples: int, workers: int | None, overwrite: bool,
+                    progress: bool | None, log) -> PrepareReport:
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if progress is None:
         progress = sys.stderr.isatty()
     log = log or (lambda msg: None)
     partial = out.with_name(out.name + ".partial")
     plan = _plan(manifest, sample_rate, min_samples)
+    inputs = _inputs_fingerprint(manifest, plan)
     clip_dir = partial / "clips"
+    if (out / "meta.json").is_file() and not overwrite:
+        try:
+            done = json.loads((out / "meta.json").read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            done = {}
+        if done.get("inputs_fingerprint") != inputs:
+            raise ValueError(f"{escape_path(out)}: a store made from other inputs or options "
+                             "already exists (--overwrite replaces it)")
+        return _report_from_meta(out, done, reused=True, seconds=time.time() - t0)
 
     if partial.exists():
         old = None
@@ -216,10 +293,10 @@ def prepare_store(
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = None
         if old is None:
-            raise ValueError(f"{partial}: exists but was not made by samplecnn prepare; "
-                             "remove it first")
+            raise ValueError(f"{escape_path(partial)}: exists but was not made by samplecnn "
+                             "prepare; remove it first")
         if old.get("fingerprint") != plan["fingerprint"]:
-            log(f"removing {partial}: it was started with other clips or parameters")
+            log(f"removing {escape_path(partial)}: it was started with other clips or parameters")
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     clip_dir.mkdir(exist_ok=True)
@@ -243,7 +320,7 @@ def prepare_store(
                  manifest.min_duration_s) for i in range(n) if i not in results]
         for i, info in _run_pool(todo, workers, progress, resumed, n):
             results[i] = info
-        _assemble(manifest, partial, results, sample_rate, min_samples)
+        _assemble(manifest, partial, results, sample_rate, min_samples, inputs)
     else:
         resumed = n  # killed after assembly, before the rename: nothing left to decode
     meta = json.loads((partial / "meta.json").read_text("utf-8"))
@@ -258,21 +335,12 @@ def prepare_store(
     else:
         os.replace(partial, out)
 
-    report = PrepareReport(
-        store=out,
-        counts=dict(meta["counts"]),
-        skipped=[tuple(x) for x in meta["skipped"]],
-        dropped=[tuple(x) for x in meta["dropped"]],
-        notes=list(meta["notes"]),
-        resumed=resumed,
-        decoded=n - resumed,
-        seconds=time.time() - t0,
-    )
-    return report
+    return _report_from_meta(out, meta, resumed=resumed, decoded=n - resumed,
+                             seconds=time.time() - t0)
 
 
 def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
-              sample_rate: int, min_samples: int) -> None:
+              sample_rate: int, min_samples: int, inputs: str) -> None:
     clip_dir = partial / "clips"
     keep = [i for i in range(len(manifest)) if results[i]["status"] == "ok"]
     lengths = np.array([results[i]["length"] for i in keep], dtype=np.int64)
@@ -291,7 +359,7 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
             offsets=offsets,
             lengths=lengths,
             clip_ids=np.array([manifest.clip_ids[i] for i in keep], dtype=str),
-            paths=np.array([manifest.paths[i] for i in keep], dtype=str),
+            paths=np.array([escape_path(manifest.paths[i]) for i in keep], dtype=str),
             splits=np.array([manifest.splits[i] for i in keep], dtype=str),
             padded=np.array([results[i]["padded"] for i in keep], dtype=bool),
             silent=np.array([results[i]["silent"] for i in keep], dtype=bool),
@@ -299,14 +367,16 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
         )
     _save_npy(partial / "labels.npy", np.ascontiguousarray(manifest.labels[keep], dtype=np.uint8))
 
-    skipped = list(manifest.skipped) + [
-        (manifest.paths[i], results[i]["reason"]) for i in range(len(manifest))
+    skipped = [(escape_path(p), r) for p, r in manifest.skipped] + [
+        (escape_path(manifest.paths[i]), results[i]["reason"]) for i in range(len(manifest))
         if results[i]["status"] == "skipped"]
-    dropped = list(manifest.dropped) + [
-        (manifest.paths[i], results[i]["reason"]) for i in range(len(manifest))
+    dropped = [(escape_path(p), r) for p, r in manifest.dropped] + [
+        (escape_path(manifest.paths[i]), results[i]["reason"]) for i in range(len(manifest))
         if results[i]["status"] == "dropped"]
+    file_warnings = [(escape_path(manifest.paths[i]), w) for i in range(len(manifest))
+                     for w in results[i].get("warnings", ())]
     counts = {s: sum(1 for i in keep if manifest.splits[i] == s) for s in SPLITS}
-    notes = list(manifest.notes)
+    notes = list(manifest.notes) + ["WARNING: " + w for w in manifest.warnings]
     if manifest.expected_counts is not None:
         got = tuple(counts[s] for s in SPLITS)
         if got != tuple(manifest.expected_counts):
@@ -328,7 +398,7 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "dataset": manifest.name,
-        "source_root": manifest.root,
+        "source_root": escape_path(manifest.root),
         "sample_rate": int(sample_rate),
         "dtype": "int16",
         "int16_scale": int(INT16_SCALE),
@@ -342,7 +412,9 @@ def _assemble(manifest: Manifest, partial: Path, results: dict[int, dict],
         "silent": n_silent,
         "skipped": [list(x) for x in skipped],
         "dropped": [list(x) for x in dropped],
+        "warnings": [list(x) for x in file_warnings],
         "notes": notes,
+        "inputs_fingerprint": inputs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(partial / "meta.json", meta)

@@ -4,8 +4,9 @@ A store is a folder (format documented in docs/data.md):
 
     meta.json     format, version, data set, sample rate, tags, counts, skipped files
     audio.i16     every clip concatenated, int16 little-endian, memory-mapped
-    index.npz     offsets, lengths (samples), clip_ids, paths, splits, padded, silent,
-                  durations (of the decoded audio, seconds)
+    index.npz     offsets, lengths (samples), clip_ids, paths (escaped with
+                  `samplecnn.paths.escape_path`), splits, padded, silent, durations (of
+                  the decoded audio, seconds)
     labels.npy    uint8 (n_clips, n_tags)
 
 A store is complete exactly when `meta.json` exists: `prepare` assembles it in
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import unescape_path
 from .manifest import SPLITS
 
 STORE_FORMAT = "samplecnn-segment-store"
@@ -30,8 +32,8 @@ INT16_SCALE = 32767.0
 class SegmentStore:
     """Read-only view of a prepared store.
 
-    Attributes: `tags` (list of names), `sample_rate`, `clip_ids`, `paths`, `splits`
-    (str arrays `(n_clips,)`), `labels` uint8 `(n_clips, n_tags)`, `lengths` and
+    Attributes: `tags` (list of names), `sample_rate`, `clip_ids`, `paths` (escaped file
+    names, see `source_path`), `splits` (str arrays `(n_clips,)`), `labels` uint8 `(n_clips, n_tags)`, `lengths` and
     `offsets` int64 `(n_clips,)` (samples), `padded`, `silent` bool `(n_clips,)`,
     `durations` float64 `(n_clips,)`, `meta` (the parsed meta.json).
 
@@ -121,6 +123,11 @@ class SegmentStore:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r} (expected one of {', '.join(SPLITS)})")
         return np.flatnonzero(self.splits == name).astype(np.int64)
+
+    def source_path(self, i: int) -> str:
+        """The audio file clip `i` was decoded from, as a name to open (`paths[i]` is its
+        escaped, printable spelling: `samplecnn.paths.escape_path`)."""
+        return unescape_path(str(self.paths[i]))
 
     def clip(self, i: int) -> np.ndarray:
         """int16 `(lengths[i],)` memmap view of clip `i`."""

@@ -178,7 +178,9 @@ def _file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.
     info.source_channels = header.channels
     # Blocks rather than stream_windows: tagging also needs the exact decoded length
     # (duration_s), which only the blocks tell.
-    yield from audio_mod.stream_blocks(path, sample_rate)
+    # The file's warnings (truncated, damaged frames) land in info.warnings, hence in
+    # its record, when the stream ends.
+    yield from audio_mod.stream_blocks(path, sample_rate, info.warnings)
 
 
 # Integer PCM -> float as libsndfile (soundfile) reads it: divide by 2^(bits-1); unsigned
