@@ -295,6 +295,23 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing_behind(srv, files):
     assert srv.post("/v1/tag", "a.wav", data).status_code == 200
 
 
+def test_a_decoding_process_that_dies_is_replaced(srv, files):
+    import signal
+
+    good, _ = files
+    data = good["a.wav"].read_bytes()
+    assert srv.post("/v1/tag", "a.wav", data).status_code == 200
+    for pid in list(srv.service.pool._processes):
+        os.kill(pid, signal.SIGKILL)  # as the out-of-memory killer would
+    for _ in range(100):  # bounded: the executor notices within a moment
+        if srv.service.pool._broken:
+            break
+        time.sleep(0.05)
+    r = srv.post("/v1/tag", "a.wav", data)
+    assert r.status_code == 200, r.text
+    assert r.json()["tags"] == pytest.approx(srv.post("/v1/tag", "a.wav", data).json()["tags"], abs=1e-6)
+
+
 # -- security ---------------------------------------------------------------------------------
 def test_api_key(tagger, files):
     good, _ = files

@@ -175,9 +175,10 @@ class Service:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: workers start clean (no threads, no torch), however many threads this
         # process runs by then; they import only samplecnn.service.decode.
-        pool = ProcessPoolExecutor(self.decode_workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(self.decode_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=decode.warm_up)
         try:
-            for f in [pool.submit(decode.warm_up) for _ in range(self.decode_workers)]:
+            for f in [pool.submit(os.getpid) for _ in range(self.decode_workers)]:
                 f.result()
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -244,13 +245,25 @@ class Service:
         finally:
             self.admitted -= 1
 
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A worker died (killed, out of memory): the pool is unusable; start a new one
+        (once, whoever notices first). Its workers start on the next submit."""
+        if self.pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = ProcessPoolExecutor(self.decode_workers,
+                                            mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=decode.warm_up)
+            log.warning("a decoding process exited unexpectedly; decoding processes restarted")
+        return self.pool
+
     async def _score(self, upload: Upload, spec: tuple, grid):
         dst = upload.path + ".f32"
+        pool = self.pool
         try:
-            cf = self.pool.submit(decode.decode_to_file, upload.path, dst, self.tagger.sample_rate)
+            cf = pool.submit(decode.decode_to_file, upload.path, dst, self.tagger.sample_rate)
         except BrokenProcessPool:
-            self.pool = self._new_pool()
-            cf = self.pool.submit(decode.decode_to_file, upload.path, dst, self.tagger.sample_rate)
+            pool = self._replace_pool(pool)
+            cf = pool.submit(decode.decode_to_file, upload.path, dst, self.tagger.sample_rate)
         try:
             out = await asyncio.wrap_future(cf)
         except asyncio.CancelledError:
@@ -258,8 +271,8 @@ class Service:
             raise
         except BrokenProcessPool:
             _unlink(dst)
-            self.pool = self._new_pool()
-            raise ApiError(500, f"{upload.filename}: decoder process exited unexpectedly") from None
+            self._replace_pool(pool)
+            raise ApiError(500, f"{upload.filename}: the decoding process exited unexpectedly") from None
         if not out["ok"]:
             status = 415 if out["kind"] == "not_audio" else 422
             raise ApiError(status, f"{upload.filename}: {out['reason']}")

@@ -26,8 +26,8 @@ __all__ = ["decode_to_file", "open_decoded", "blocks_of", "warm_up", "NOT_AUDIO_
 NOT_AUDIO_REASONS = ("not audio", "not a readable audio file")
 
 
-def warm_up() -> int:
-    """Called once per worker at start-up so the first request pays no import cost."""
+def warm_up() -> None:
+    """Each worker's start: imports done before the first upload arrives."""
     # Ctrl-C reaches the whole process group; the server decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # libsndfile's MP3 decoder (mpg123) prints notes about damaged streams on fd 2; the
@@ -36,7 +36,6 @@ def warm_up() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    return os.getpid()
 
 
 def decode_to_file(src: str, dst: str, sample_rate: int) -> dict:
