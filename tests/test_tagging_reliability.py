@@ -76,6 +76,13 @@ def test_escaped_paths_round_trip():
     assert escape_path(os.fsdecode(b"/m/\xff.wav")) == "/m/\\xff.wav"
 
 
+def test_bytes_file_names_are_paths(tagger, tmp_path):
+    song = _write(str(tmp_path / "s.wav"), 0.4, 9)
+    rec = tagger.tag(os.fsencode(song))  # a name as the OS spells it, not an array of bytes
+    assert rec["path"] == song and rec["tags"] == pytest.approx(tagger.tag(song)["tags"], abs=1e-6)
+    np.testing.assert_allclose(tagger.embed(os.fsencode(song)).clip, tagger.embed(song).clip, atol=1e-6)
+
+
 # -- 11.2: integer arrays --------------------------------------------------------------
 
 @pytest.mark.parametrize("subtype,dtype", [("PCM_16", "int16"), ("PCM_32", "int32")])

@@ -248,15 +248,16 @@ def iter_windows(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(start_sample, samples)`, `samples` float32 `(window,)` at `sample_rate`.
 
-    `source` is a path (decoded block by block: memory stays near `window + 65,536`
+    `source` is a path, `str` or `bytes` (decoded block by block: memory stays near `window + 65,536`
     samples whatever the length) or an array `(samples,)` / `(samples, channels)` whose
     rate `source_sample_rate` is required. Windows are `grid`'s. `info` is filled in as the stream is read; `info.duration_s`
     is set when it ends. Raises `AudioError` / ValueError for unusable sources, possibly
     after some windows were yielded.
     """
     info = info if info is not None else StreamInfo()
-    if isinstance(source, (str, os.PathLike)):
-        blocks = _file_blocks(Path(source), sample_rate, info)
+    if isinstance(source, (str, bytes, os.PathLike)):
+        # A bytes name is a file name as the OS spells it (any POSIX name).
+        blocks = _file_blocks(Path(os.fsdecode(source)), sample_rate, info)
     else:
         blocks = _array_blocks(source, source_sample_rate, sample_rate, info)
 

@@ -25,6 +25,9 @@ from samplecnn.windows import WindowGrid
 from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
 from .writers import record_path, record_text
 
+# What a source that is a file name can be; anything else is an array of samples.
+_PATH_TYPES = (str, bytes, os.PathLike)
+
 
 @dataclass
 class Taggram:
@@ -113,7 +116,8 @@ def _times(starts: np.ndarray, window: int, sample_rate: int, duration_s: float 
 class Tagger:
     """Scores, taggrams and embeddings from a model loaded once.
 
-    Every method accepts a path or an array; an array needs its `sample_rate` (it is
+    Every method accepts a path (`str`, `bytes` or path-like) or an array; an array
+    needs its `sample_rate` (it is
     resampled to the model's rate, never assumed to be at it). Windows follow the one
     window grid (`samplecnn.windows`, `last` = "pad" or "drop") and clip scores the one
     clip aggregation (`samplecnn.metrics.aggregate`: "mean", "max" or "logit_mean").
@@ -218,12 +222,12 @@ class Tagger:
 
     # -- single sources --------------------------------------------------------------
     def _windows_apply(self, source, sample_rate, grid: WindowGrid, fn) -> tuple[np.ndarray, np.ndarray, StreamInfo]:
-        if not isinstance(source, (str, os.PathLike)) and sample_rate is None:
+        if not isinstance(source, _PATH_TYPES) and sample_rate is None:
             raise ValueError(
                 "an audio array needs its sample rate: pass sample_rate=<Hz> "
                 f"(the model expects {self.sample_rate} Hz; the rate is never assumed)"
             )
-        if isinstance(source, (str, os.PathLike)) and sample_rate is not None:
+        if isinstance(source, _PATH_TYPES) and sample_rate is not None:
             raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
         info = StreamInfo()
         starts, outs, batch_s, batch_x = [], [], [], []
@@ -261,7 +265,7 @@ class Tagger:
         check_aggregation(aggregate)
         grid = self.grid(hop, last)
         starts, logits, info = self._windows_apply(source, sample_rate, grid, self.logits)
-        path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        path = os.fsdecode(source) if isinstance(source, _PATH_TYPES) else None
         return self.make_record(path, logits, info.as_dict(), aggregate=aggregate, top_k=top_k,
                                 hop_s=grid.hop / self.sample_rate, last=last)
 
