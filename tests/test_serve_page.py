@@ -239,8 +239,8 @@ def test_broken_file_is_reported_in_one_line(browser, server, tmp_path):
     page.close()
 
 
-def test_page_asks_for_the_key_and_sends_it(browser, tagger, clip):
-    with LiveServer(create_app(tagger, api_key="s3cret key")) as live:
+def test_page_asks_for_the_key_and_sends_it(browser, tagger, clip, tmp_path):
+    with LiveServer(create_app(tagger, api_key="s3cret key", max_upload_mb=1)) as live:
         page = browser.new_page()
         log = PageLog(page)
         page.goto(live.url)
@@ -256,6 +256,15 @@ def test_page_asks_for_the_key_and_sends_it(browser, tagger, clip):
         page.fill("#key", "s3cret key")
         page.click("#key-form button")
         page.wait_for_selector("#key-form", state="hidden", timeout=TIMEOUT_MS)
+
+        # over the service's upload limit: said at once, nothing sent
+        big = tmp_path / "big.wav"
+        big.write_bytes(bytes(1_200_000))
+        page.set_input_files("#file", str(big))
+        page.wait_for_function("document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
+        assert "limit of 1 MB" in page.inner_text("#error")
+        assert not [r for r in log.requests if r.method == "POST"]
+
         page.set_input_files("#file", str(clip))
         wait_done(page)
         assert page.locator("#tags li").count() == TOP_K

@@ -16,7 +16,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    model: $("model"), keyForm: $("key-form"), key: $("key"), file: $("file"), drop: $("drop"),
+    model: $("model"), keyForm: $("key-form"), key: $("key"), file: $("file"), drop: $("drop"), dropSub: $("drop-sub"),
     progressRow: $("progress-row"), progress: $("progress"), status: $("status"), error: $("error"),
     result: $("result"), fileName: $("file-name"), fileMeta: $("file-meta"), warnings: $("warnings"),
     player: $("player"), canvas: $("taggram"), box: $("taggram-box"), marker: $("marker"),
@@ -149,6 +149,8 @@
     ui.model.textContent = `${model.name} · ${model.tags.length} tags · ${khz} kHz · ` +
       `${fmtSeconds(model.window_s)} windows`;
     ui.windowS.textContent = `${fmtSeconds(model.window_s)} each`;
+    if (model.max_upload_mb) ui.dropSub.textContent = `or drop it here (up to ${model.max_upload_mb} MB): ` +
+      "its tags and its taggram appear below";
     setState("ready");
     return true;
   }
@@ -189,6 +191,12 @@
       return;
     }
     pendingFile = null;
+    // the service would answer 413 after the whole upload; say so before sending it
+    if (model.max_upload_mb && file.size > model.max_upload_mb * 1024 * 1024) {
+      showError(`${file.name}: ${(file.size / 1048576).toFixed(1)} MB is more than this service's ` +
+        `limit of ${model.max_upload_mb} MB`);
+      return;
+    }
     ui.result.hidden = true;
     stopMarker();
     if (objectUrl) URL.revokeObjectURL(objectUrl);
