@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "serve",
     "export",
     "import_weights",
+    "pretrained",
     "bench",
 ]
 

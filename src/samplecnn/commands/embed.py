@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .pretrained import add_pretrained_option, take_pretrained
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "output is pooled over time; a file's embedding is the mean of its "
                     "windows'. Output: a NumPy .npz (see docs/tagging.md for its arrays).",
     )
-    p.add_argument("model", help="checkpoint (.ckpt/.pt)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders or globs")
+    p.add_argument("model", nargs="?", default=None, help="checkpoint (.ckpt/.pt) (or --pretrained)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files, folders or globs")
     p.add_argument("--layer", default="features", help="layer name (default features)")
     p.add_argument("--pool", choices=["mean", "max"], default="mean",
                    help="pooling over the layer's time axis within a window (default mean)")
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no per-file error or warning lines on stderr (the .npz keeps them)")
+    add_pretrained_option(p)
     p.set_defaults(func=run)
 
 
@@ -35,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_device, check_output_file
 
+    take_pretrained(args, "model", "paths")
+    if not args.paths:
+        raise ValueError("give PATHs to embed")
     check_output_file(args.out, "--out")
     check_device(args.device)
     with exclusive(args.out, "embed output"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .pretrained import add_pretrained_option, take_pretrained
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
                     "positive clip in the split are reported and excluded from the averages.",
     )
-    p.add_argument("checkpoint", help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), or --pretrained")
     p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
@@ -30,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--no-progress", action="store_true")
+    add_pretrained_option(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_device, check_output_dir
 
+    take_pretrained(args, "checkpoint")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     # Before the split is scored: a bad --out must not cost the evaluation.

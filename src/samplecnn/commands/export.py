@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .pretrained import add_pretrained_option, take_pretrained
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -12,12 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "`scores`; tag names, rate and model config are in its metadata. The "
                     "export is checked against PyTorch with ONNX Runtime on random input.",
     )
-    p.add_argument("checkpoint", help="samplecnn or training checkpoint")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="samplecnn or training checkpoint (or --pretrained)")
     p.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--atol", type=float, default=1e-4,
                    help="largest accepted |ONNX - PyTorch| difference (default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    add_pretrained_option(p)
     p.set_defaults(func=run)
 
 
@@ -27,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_output_file
 
+    take_pretrained(args, "checkpoint")
     check_output_file(args.onnx, "--onnx")
     with exclusive(args.onnx, "ONNX output"):
         return _export(args, export_onnx)

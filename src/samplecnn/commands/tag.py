@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .pretrained import add_pretrained_option, take_pretrained
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "score per tag is the mean (or max) over its windows. Failed files are "
                     "reported in the output and on stderr; exit status 1 if any failed.",
     )
-    p.add_argument("model", help="checkpoint (.ckpt/.pt) or ONNX file from `samplecnn export`")
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint (.ckpt/.pt) or ONNX file from `samplecnn export` (or --pretrained)")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="audio files, folders or globs (optional with --manifest)")
     p.add_argument("--manifest", default=None, metavar="FILE",
@@ -62,11 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="--no-optimize is --backend plain")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no per-file error or warning lines on stderr (the output keeps them)")
+    add_pretrained_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import contextlib
+
+    take_pretrained(args, "model", "paths")
 
     from samplecnn.locks import exclusive
 

@@ -156,6 +156,16 @@ class Tagger:
                               batch_size, optimize)
 
     @classmethod
+    def from_pretrained(cls, name: str, device: str = "cpu", backend: str = "auto",
+                        precision: str = "fp32", batch_size: int = 16,
+                        optimize: bool | None = None) -> "Tagger":
+        """Public weights by name (`samplecnn.pretrained`, e.g. "sota-mtat-sample"):
+        downloaded, verified, converted and cached on first use, then loaded."""
+        from samplecnn.pretrained import resolve
+
+        return cls.from_checkpoint(resolve(name), device, backend, precision, batch_size, optimize)
+
+    @classmethod
     def from_onnx(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
                   batch_size: int = 16) -> "Tagger":
         """Load an ONNX model written by `samplecnn export` (run by ONNX Runtime)."""
