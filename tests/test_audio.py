@@ -270,3 +270,26 @@ def test_decoder_chatter_never_reaches_stderr_from_threads_or_forks(tmp_path):
     for a_warn, s_warn in res["threads"][str(bad)]:
         assert a_warn == ref and s_warn == ref
     assert res["forked"] == [[[], []], [ref, ref]] * 3
+
+
+def test_names_that_are_not_utf8_open_and_fail_in_one_printable_line(tmp_path):
+    import os
+
+    raw = os.fsencode(tmp_path) + b"/bad\xffname.wav"
+    try:
+        open(raw, "wb").close()
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    sf.write(raw, tone(0.5, 16000, seed=4), 16000)
+    name = os.fsdecode(raw)  # what os.listdir / Path.iterdir hand out
+    a = load_audio(name, 16000)
+    np.testing.assert_array_equal(load_audio(raw, 16000).samples, a.samples)
+    assert probe(name).frames == 8000 and a.warnings == []
+    assert sum(1 for _ in stream_windows(name, 16000, 4000, 4000)) == 2
+    gone = os.fsdecode(os.fsencode(tmp_path) + b"/gone\xff.mp3")
+    with pytest.raises(AudioError) as err:
+        load_audio(gone, 16000)
+    text = str(err.value)
+    assert text.endswith("gone\\xff.mp3: file not found") and "\n" not in text
+    text.encode("utf-8")  # printable and writable as it is
+    assert err.value.path == gone

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from collections import Counter
 
@@ -174,3 +175,39 @@ def test_csv_folder_unknown_tag_and_missing_audio(tmp_path):
         m = read_csv_folder(tmp_path)
     assert m.clip_ids == ["a"] and m.tags == ["x", "y"]
     assert m.skipped == [(str(tmp_path / "gone.wav"), "file not found")]
+
+
+def test_csv_tag_names_that_look_like_mistakes_are_warned_once_per_kind(tmp_path, capsys):
+    from samplecnn.cli import main
+    from samplecnn.testing.datasets import tone, write_audio
+
+    root = tmp_path / "ds"
+    for k, name in enumerate("abcd"):
+        write_audio(root / f"{name}.wav", tone(0.3, 8000, seed=k), 8000)
+    (root / "annotations.csv").write_text(
+        'path,tags\na.wav,rock|pop;Piano\nb.wav,rock|pop;piano\nc.wav,"jazz, blues"\n'
+        "d.wav,PIANO;indie|folk\n", encoding="utf-8")
+    m = read_csv_folder(root)
+    # Kept as written (the separator is ';'), and said once per kind, not once per row.
+    assert {"rock|pop", "indie|folk", "jazz, blues", "Piano", "piano", "PIANO"} == set(m.tags)
+    assert len(m.warnings) == 3, m.warnings
+    pipe, comma, case = m.warnings
+    assert "2 tag name(s) contain '|'" in pipe and "';'" in pipe
+    assert "1 tag name(s) contain ','" in comma and "'jazz, blues'" in comma
+    assert "differ only in case" in case and "'PIANO'/'Piano'/'piano'" in case
+    # One 0/1 column per tag: a column named like a list of tags is also suspicious.
+    (root / "cols.csv").write_text("path,rock;pop,piano\na.wav,1,0\nb.wav,0,1\n",
+                                   encoding="utf-8")
+    cols = read_csv_folder(root, csv_path=root / "cols.csv")
+    assert len(cols.warnings) == 1 and "';'" in cols.warnings[0]
+    (root / "clean.csv").write_text("path,tags\na.wav,rock;piano\nb.wav,piano\n",
+                                    encoding="utf-8")
+    assert read_csv_folder(root, csv_path=root / "clean.csv").warnings == []
+    # The CLI says it before the work, as samplecnn lines, and the store keeps it.
+    assert main(["prepare", "csv", "--root", str(root), "--out", str(tmp_path / "s"),
+                 "--sample-rate", "8000", "--workers", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warning" in line] == [
+        f"samplecnn prepare: warning: {w}" for w in m.warnings]
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text("utf-8"))
+    assert [n for n in meta["notes"] if "differ only in case" in n]

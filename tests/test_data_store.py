@@ -338,3 +338,39 @@ def test_int16_scale_is_written_in_one_place():
     import samplecnn.data.prepare as prep
 
     assert not hasattr(prep, "open_store")
+
+
+def test_prepare_stores_names_that_are_not_utf8_escaped_and_reversible(tmp_path):
+    from samplecnn.paths import escape_path
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    raw = os.fsencode(root) + b"/bad\xffname.wav"
+    try:
+        open(raw, "wb").close()
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    import soundfile as sf
+
+    sf.write(raw, tone(0.5, 8000, seed=1), 8000)
+    write_audio(root / "good.wav", tone(0.5, 8000, seed=2), 8000)
+    empty = os.fsdecode(os.fsencode(root) + b"/empty\xff.wav")
+    open(empty, "wb").close()
+    # The CSV spells the names as samplecnn writes them (escape_path).
+    (root / "annotations.csv").write_text(
+        "path,tags,split\nbad\\xffname.wav,a,train\ngood.wav,b,train\nempty\\xff.wav,a,test\n",
+        encoding="utf-8")
+    m = read_csv_folder(root)
+    report = prepare_store(m, tmp_path / "s", sample_rate=8000, min_samples=100, workers=2,
+                           progress=False)
+    store = SegmentStore(tmp_path / "s")
+    assert list(store.clip_ids) == ["bad\\xffname", "good"]
+    real = os.path.realpath(os.fsdecode(raw))
+    assert store.paths[0] == escape_path(real) and store.paths[0].endswith("bad\\xffname.wav")
+    assert os.fsencode(store.source_path(0)) == os.fsencode(real)
+    ref = load_audio(store.source_path(0), 8000).samples
+    assert np.abs(store.clip_float(0) - ref).max() <= 1.0 / 32767 + 1e-7
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text("utf-8"))
+    assert meta["skipped"] == [[escape_path(os.path.realpath(empty)), "empty file (0 bytes)"]]
+    assert report.skipped == [tuple(x) for x in meta["skipped"]]
+    assert "empty\\xff.wav" in report.summary()

@@ -29,6 +29,10 @@ The decoder's own output never reaches the terminal: it writes to file descripto
 directly, so the decoding calls run with fd 2 pointed at a private file (see
 `_decoder_output`) and what it wrote becomes those warnings; its known-benign lines
 (resync notes, the Xing size note that `truncated:` states better) are dropped.
+
+Why one module of this length: opening, reading, the decoder-output capture and the
+truncation check are one sequence around one `SoundFile`; split apart, every caller
+would have to repeat it.
 """
 from __future__ import annotations
 
