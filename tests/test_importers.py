@@ -415,7 +415,9 @@ def _clmr_files(tmp_path, seed=0, zipped=True):
     state["model.projector.2.weight"] = t(rng.normal(0, 0.1, (4, FEATURES)))
     ckpt = {"epoch": 9999, "global_step": 10000, "state_dict": state,
             "hyper_parameters": {"projection_dim": 4, "learning_rate": 3e-4}}
-    head = {"epoch": 199, "state_dict": {"model.0.weight": t(rng.normal(0, 0.3, (N_TAGS, FEATURES))),
+    # The finetuner (CLMR's LinearEvaluation) saves its frozen encoder beside the head.
+    head = {"epoch": 199, "state_dict": {**{f"encoder.{k}": v.clone() for k, v in enc.items()},
+                                         "model.0.weight": t(rng.normal(0, 0.3, (N_TAGS, FEATURES))),
                                          "model.0.bias": t(rng.normal(0, 0.1, N_TAGS))}}
     torch.save(ckpt, tmp_path / "epoch=9999-step=10000.ckpt")
     torch.save(head, tmp_path / "finetuner.ckpt")

@@ -106,8 +106,11 @@ def _leftovers(home, name):
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
 
 
-def test_registry_has_the_issue_names_and_pinned_sources():
+def test_registry_has_the_issue_names_and_pinned_sources(capsys):
+    assert main(["pretrained", "list"]) == 0
+    table = capsys.readouterr().out
     names = [e.name for e in pretrained.list_pretrained()]
+    assert all(n in table for n in names) and "0.9058 / 0.4422" in table
     assert names == ["sota-mtat-sample", "sota-mtat-se", "sota-msd-sample", "sota-msd-se",
                      "sota-jamendo-sample", "sota-jamendo-se", "clmr-mtat-v2", "clmr-mtat-v1"]
     for e in pretrained.list_pretrained():
@@ -288,6 +291,9 @@ def test_pretrained_option_on_the_commands(server, tmp_path, monkeypatch, capsys
     rec = out[0] if isinstance(out, list) else out
     assert rec["error"] is None and list(rec["tags"]) == MTAT_TOP50
     assert main(["export", "--pretrained", "sota-mtat-sample", "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert main(["embed", "--pretrained", "sota-mtat-sample", str(wav), "--out", str(tmp_path / "e.npz"),
+                 "--workers", "0"]) == 0
+    assert np.load(tmp_path / "e.npz")["file_embeddings"].shape[-1] == 7  # FEATURES of the fixture
     capsys.readouterr()
     for argv in (["tag"], ["export", "--onnx", str(tmp_path / "x.onnx")],
                  ["export", str(tmp_path / "c.ckpt"), "--pretrained", "sota-mtat-sample", "--onnx",

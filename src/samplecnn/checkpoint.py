@@ -65,7 +65,7 @@ def _read(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> 
     if not isinstance(ckpt, dict) or "samplecnn" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(
             f"{path}: not a samplecnn checkpoint (no 'samplecnn' entry); "
-            "convert public weights with `samplecnn import`"
+            "convert public weights with `samplecnn import`, or use `--pretrained NAME`"
         )
     return ckpt
 

@@ -307,8 +307,8 @@ def _download(url: str, dest: Path, by_hand: Path) -> None:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".tmp")[0].lstrip("."),
-                       file=sys.stderr, leave=False)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=by_hand.name, file=sys.stderr,
+                       leave=False)
         got = 0
         try:
             with open(dest, "wb") as f:

@@ -59,8 +59,12 @@ def _encoder_layers(src: str, sd: dict) -> list[tuple]:
 
 def _linear_head(path, features: int) -> tuple:
     src, sd = _state(path)
-    weights = [k for k, v in sd.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
-    if len(weights) != 1 or sd[weights[0]].shape[1] != features:
+    # CLMR's LinearEvaluation module also saves its frozen encoder (`encoder.*`): the head
+    # is `model.0`, or (older files) the one 2-D weight outside the encoder and projector.
+    weights = ["model.0.weight"] if "model.0.weight" in sd else [
+        k for k, v in sd.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2
+        and not k.startswith(("encoder.", "model.encoder.", "projector.", "model.projector."))]
+    if len(weights) != 1 or sd[weights[0]].ndim != 2 or sd[weights[0]].shape[1] != features:
         raise ValueError(f"{src}: not a CLMR linear-evaluation checkpoint (expected one Linear "
                          f"{features} -> n, found {len(weights)} 2-D weights)")
     w = sd[weights[0]].float()
