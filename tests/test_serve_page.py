@@ -27,7 +27,7 @@ TAGS = ["guitar", "drums", "piano", "techno", "vocals", "quiet", "loud", "ambien
         "rock", "fast", "slow", "strings", "synth", "beat"]
 ROWS = 12    # taggram rows the page draws (the clip's best tags)
 TOP_K = 10   # bars the page lists
-TIMEOUT_MS = 20_000
+TIMEOUT_MS = 30_000
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
@@ -58,18 +58,18 @@ class LiveServer:
 
     def __enter__(self):
         self.thread.start()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start within 15 s")
+                raise RuntimeError("uvicorn did not start within 60 s")
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc):
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=30)
         self.sock.close()
-        assert not self.thread.is_alive(), "uvicorn did not shut down within 15 s"
+        assert not self.thread.is_alive(), "uvicorn did not shut down within 30 s"
 
 
 @pytest.fixture(scope="module")
