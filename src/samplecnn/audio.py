@@ -445,8 +445,10 @@ def _read_all(f: sf.SoundFile, path: Path, chatter: list | None) -> np.ndarray:
     try:
         # One big read first (fast path, sized by the header), then keep reading in case
         # the header under-announces; the loop ends when the decoder has nothing left.
-        # MP3 reads in blocks: its header is an estimate, and see `_read_in_place`.
-        first = _BLOCK_FRAMES if f.format in _CHATTY_FORMATS else -1
+        # MP3 (see `_read_in_place`) needs a frame count: the header's estimate, capped so
+        # that an absurd header cannot allocate gigabytes up front.
+        first = (min(max(int(f.frames), 1), 1 << 26) if f.format in _CHATTY_FORMATS
+                 else -1)
         parts = [_read(f, first, chatter)]
         while True:
             block = _read(f, _BLOCK_FRAMES, chatter)
