@@ -56,14 +56,20 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
 
-    def __enter__(self):
+    def start(self) -> "LiveServer":
         self.thread.start()
+        return self
+
+    def wait_ready(self) -> "LiveServer":
         deadline = time.monotonic() + 60
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start within 60 s")
             time.sleep(0.02)
         return self
+
+    def __enter__(self):
+        return self.start().wait_ready()
 
     def __exit__(self, *exc):
         self.server.should_exit = True
@@ -103,9 +109,26 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tagger):
-    with LiveServer(create_app(tagger)) as live:
+def servers(tagger):
+    """An open service and one with a key (and a 1 MB upload limit), started together:
+    each spawns its decoding process."""
+    live = {"open": LiveServer(create_app(tagger)),
+            "keyed": LiveServer(create_app(tagger, api_key="s3cret key", max_upload_mb=1))}
+    try:
+        for s in live.values():
+            s.start()
+        for s in live.values():
+            s.wait_ready()
         yield live
+    finally:
+        for s in live.values():
+            if s.thread.is_alive():
+                s.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers["open"]
 
 
 class PageLog:
@@ -239,44 +262,44 @@ def test_broken_file_is_reported_in_one_line(browser, server, tmp_path):
     page.close()
 
 
-def test_page_asks_for_the_key_and_sends_it(browser, tagger, clip, tmp_path):
-    with LiveServer(create_app(tagger, api_key="s3cret key", max_upload_mb=1)) as live:
-        page = browser.new_page()
-        log = PageLog(page)
-        page.goto(live.url)
-        page.wait_for_selector("#key-form", state="visible", timeout=TIMEOUT_MS)
-        assert page.is_hidden("#result")
+def test_page_asks_for_the_key_and_sends_it(browser, servers, clip, tmp_path):
+    live = servers["keyed"]
+    page = browser.new_page()
+    log = PageLog(page)
+    page.goto(live.url)
+    page.wait_for_selector("#key-form", state="visible", timeout=TIMEOUT_MS)
+    assert page.is_hidden("#result")
 
-        page.fill("#key", "wrong")
-        page.press("#key", "Enter")
-        page.wait_for_function("document.getElementById('error').textContent.includes('refused')",
-                               timeout=TIMEOUT_MS)
-        assert page.is_visible("#key-form")
+    page.fill("#key", "wrong")
+    page.press("#key", "Enter")
+    page.wait_for_function("document.getElementById('error').textContent.includes('refused')",
+                           timeout=TIMEOUT_MS)
+    assert page.is_visible("#key-form")
 
-        page.fill("#key", "s3cret key")
-        page.click("#key-form button")
-        page.wait_for_selector("#key-form", state="hidden", timeout=TIMEOUT_MS)
+    page.fill("#key", "s3cret key")
+    page.click("#key-form button")
+    page.wait_for_selector("#key-form", state="hidden", timeout=TIMEOUT_MS)
 
-        # over the service's upload limit: said at once, nothing sent
-        big = tmp_path / "big.wav"
-        big.write_bytes(bytes(1_200_000))
-        page.set_input_files("#file", str(big))
-        page.wait_for_function("document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
-        assert "limit of 1 MB" in page.inner_text("#error")
-        assert not [r for r in log.requests if r.method == "POST"]
+    # over the service's upload limit: said at once, nothing sent
+    big = tmp_path / "big.wav"
+    big.write_bytes(bytes(1_200_000))
+    page.set_input_files("#file", str(big))
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
+    assert "limit of 1 MB" in page.inner_text("#error")
+    assert not [r for r in log.requests if r.method == "POST"]
 
-        page.set_input_files("#file", str(clip))
-        wait_done(page)
-        assert page.locator("#tags li").count() == TOP_K
-        api = [r for r in log.requests if "/v1/" in r.url]
-        last = [r for r in api if r.method == "POST"] + api[-1:]
-        assert all(r.headers.get("authorization") == "Bearer s3cret key" for r in last)
+    page.set_input_files("#file", str(clip))
+    wait_done(page)
+    assert page.locator("#tags li").count() == TOP_K
+    api = [r for r in log.requests if "/v1/" in r.url]
+    last = [r for r in api if r.method == "POST"] + api[-1:]
+    assert all(r.headers.get("authorization") == "Bearer s3cret key" for r in last)
 
-        # the key lasts for the tab: a reload does not ask again
-        page.reload()
-        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
-        assert page.is_hidden("#key-form")
-        page.close()
+    # the key lasts for the tab: a reload does not ask again
+    page.reload()
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
+    assert page.is_hidden("#key-form")
+    page.close()
 
 
 @pytest.mark.skipif(not os.environ.get("SAMPLECNN_SCREENSHOT"),
