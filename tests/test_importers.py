@@ -469,6 +469,8 @@ def test_clmr_errors_are_clear(tmp_path):
     enc_path, _, _, _ = _clmr_files(tmp_path, seed=13)
     with pytest.raises(ValueError, match="not a CLMR linear-evaluation checkpoint"):
         import_clmr(enc_path, head=enc_path)
+    with pytest.raises(ValueError, match="looks like a CLMR checkpoint: use --from clmr"):
+        import_sota(enc_path)
     torch.save({"state_dict": {"x.weight": torch.zeros(2, 2)}}, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="not a CLMR encoder checkpoint"):
         import_clmr(tmp_path / "bad.ckpt")

@@ -302,3 +302,16 @@ def test_pretrained_option_on_the_commands(server, tmp_path, monkeypatch, capsys
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and ("--pretrained" in err or "unknown pretrained" in err), err
+
+
+def test_progress_bar_on_a_terminal_only(server, tmp_path, monkeypatch, capsys):
+    import sys
+
+    _serve_sota(server, tmp_path, monkeypatch)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    resolve("sota-mtat-sample")
+    assert "best_model.pth" in capsys.readouterr().err  # tqdm's line names the file
+    _serve_sota(server, tmp_path, monkeypatch, name="sota-mtat-se", path="/sota/se.pth")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    resolve("sota-mtat-se")
+    assert capsys.readouterr().err == ""

@@ -37,12 +37,12 @@ def guess_format(src: str | os.PathLike) -> str:
 def convert(src: str | os.PathLike, kind: str = "auto", *, head: str | os.PathLike | None = None,
             **kwargs):
     """The model of public weights `src` in layout `kind` ("sota", "keras", "clmr" or
-    "auto": by extension, .h5/.hdf5/.keras = keras, else sota). `head`: CLMR's
+    "auto": clmr with a `head`, else by extension, .h5/.hdf5/.keras = keras, else sota). `head`: CLMR's
     linear-evaluation file. Other keyword arguments go to the converter; None values are
     dropped so that each converter's defaults apply."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if kind == "auto":
-        kind = guess_format(src)
+        kind = "clmr" if head is not None else guess_format(src)
     if kind != "clmr" and head is not None:
         raise ValueError("--head is for CLMR weights only (their linear-evaluation checkpoint)")
     if kind != "keras":

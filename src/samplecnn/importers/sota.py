@@ -58,8 +58,10 @@ def import_sota(path: str | os.PathLike, *, tags=None, sample_rate: int = 16000,
         return _import_sota_se(src, sd, tags, sample_rate, bn_eps, origin)
     idx = _layer_indices(sd, r"conv\.weight")
     if len(idx) < 3 or idx != list(range(1, len(idx) + 1)) or "dense.weight" not in sd:
+        hint = ("; it looks like a CLMR checkpoint: use --from clmr" if any(".sequential." in k or
+                k.startswith("sequential.") for k in sd) else "")
         raise ValueError(f"{src}: not a sota-music-tagging-models SampleCNN state dict "
-                         "(expected layer1..layerN.conv/bn and dense)")
+                         f"(expected layer1..layerN.conv/bn and dense){hint}")
     layers = [_conv_bn(sd, f"layer{i}.conv", f"layer{i}.bn", src) for i in idx]
     dense = (_get(sd, "dense.weight", src), _get(sd, "dense.bias", src))
     names = resolve_tags(tags, dense[0].shape[0], "sota-mtat", src)
