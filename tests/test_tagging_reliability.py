@@ -76,6 +76,66 @@ def test_escaped_paths_round_trip():
     assert escape_path(os.fsdecode(b"/m/\xff.wav")) == "/m/\\xff.wav"
 
 
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "stdout"])
+def test_non_utf8_name_is_tagged_and_written(ckpt, tagger, odd_folder, tmp_path, capsys, fmt):
+    root, paths, odd = odd_folder
+    args = ["tag", ckpt, str(root), "--workers", "0"]
+    if fmt == "stdout":
+        assert main(args) == 0
+        text, fmt = capsys.readouterr().out, "json"
+    else:
+        out = tmp_path / f"o.{fmt}"
+        assert main(args + ["--format", fmt, "-o", str(out)]) == 0
+        text = out.read_bytes().decode("utf-8")  # strictly valid UTF-8
+    recs = _records(text, fmt)
+    assert [unescape_path(r["path"]) for r in recs] == paths
+    assert escape_path(odd) in [r["path"] for r in recs]
+    for r in recs:
+        assert r["error"] in (None, "")
+        want = tagger.tag(unescape_path(r["path"]))["tags"]  # the record's path opens the file
+        got = r["tags"] if fmt != "csv" else {t: float(r[t]) for t in TAGS}
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_non_utf8_name_resumes(ckpt, odd_folder, tmp_path, capsys):
+    root, paths, odd = odd_folder
+    out = tmp_path / "o.jsonl"
+    assert main(["tag", ckpt, str(root), "--format", "jsonl", "-o", str(out), "--workers", "1"]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    odd_line = [x for x in lines if json.loads(x)["path"] == escape_path(odd)]
+    keep = [x for x in lines if x not in odd_line][:1] + odd_line  # "killed" after 2 files
+    out.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["tag", ckpt, str(root), "--format", "jsonl", "-o", str(out), "--resume",
+                 "--workers", "0"]) == 0
+    assert "2 file(s) already done" in capsys.readouterr().err
+    recs = _records(out.read_text(encoding="utf-8"), "jsonl")
+    assert sorted(unescape_path(r["path"]) for r in recs) == paths  # no duplicate, none missing
+
+
+def test_non_utf8_name_gets_its_taggram(ckpt, tagger, odd_folder, tmp_path):
+    root, paths, odd = odd_folder
+    out = tmp_path / "tg"
+    assert main(["tag", ckpt, odd, "--taggram-dir", str(out), "--workers", "0", "-o",
+                 str(tmp_path / "o.json")]) == 0
+    csv_name = os.fsencode(out) + b"/" + ODD + b".taggram.csv"  # the name's own bytes
+    with open(csv_name, newline="") as f:
+        rows = list(csv.reader(f))
+    np.testing.assert_allclose(np.array([[float(v) for v in r[2:]] for r in rows[1:]]),
+                               tagger.taggram(odd).scores, atol=1e-5)
+    assert os.path.exists(os.fsencode(out) + b"/" + ODD + b".taggram.png")
+
+
+def test_non_utf8_name_is_embedded(ckpt, tagger, odd_folder, tmp_path):
+    root, paths, odd = odd_folder
+    out = tmp_path / "e.npz"
+    assert main(["embed", ckpt, str(root), "--out", str(out), "--workers", "0"]) == 0
+    z = np.load(out)
+    assert [unescape_path(p) for p in z["paths"]] == paths and z["ok"].all()
+    i = paths.index(odd)
+    np.testing.assert_allclose(z["file_embeddings"][i], tagger.embed(odd).clip, atol=1e-5)
+
+
 def test_bytes_file_names_are_paths(tagger, tmp_path):
     song = _write(str(tmp_path / "s.wav"), 0.4, 9)
     rec = tagger.tag(os.fsencode(song))  # a name as the OS spells it, not an array of bytes
@@ -215,6 +275,24 @@ def test_bad_outputs_fail_before_any_file_is_read(ckpt, tmp_path, capsys, monkey
     assert "--taggram-dir" in capsys.readouterr().err
 
 
+def test_outputs_are_checked_before_weights_are_fetched(tmp_path, capsys, monkeypatch):
+    import samplecnn.pretrained as pretrained
+
+    def no_download(*a, **k):
+        raise AssertionError("weights fetched before the outputs were checked")
+
+    monkeypatch.setattr(pretrained, "resolve", no_download)
+    song = _write(str(tmp_path / "s.wav"), 0.3, 8)
+    bad = _bad_outputs(tmp_path)["is a file"]
+    for args in (["tag", "--pretrained", "sota-mtat-sample", song, "-o", bad],
+                 ["embed", "--pretrained", "sota-mtat-sample", song, "--out", bad],
+                 ["export", "--pretrained", "sota-mtat-sample", "--onnx", bad],
+                 ["evaluate", "--pretrained", "sota-mtat-sample", "--data", str(tmp_path), "--out", bad]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a file" in err, err
+
+
 def test_evaluate_out_is_checked_before_scoring(ckpt, tmp_path, capsys, monkeypatch):
     import samplecnn.evaluation as evaluation
 
@@ -319,26 +397,21 @@ def test_cuda_without_cuda_is_one_line(ckpt, tmp_path, capsys):
     assert "not a torch device" in capsys.readouterr().err
 
 
-def test_file_warnings_are_one_stderr_line_each(ckpt, tmp_path, capsys, monkeypatch):
-    import samplecnn.tagging.sources as sources
-
-    song = _write(str(tmp_path / "s.wav"), 0.3, 25)
-    real = sources._file_blocks
-
-    def noted(path, sample_rate, info):
-        # What a decoder does on a damaged stream (samplecnn.audio fills this in for
-        # truncated files): the file is tagged and the note travels with its record.
-        info.warnings.append("data ends before its header says (truncated?)")
-        yield from real(path, sample_rate, info)
-
-    monkeypatch.setattr(sources, "_file_blocks", noted)
+def test_file_warnings_are_one_stderr_line_each(ckpt, tmp_path, capsys):
+    whole = _write(str(tmp_path / "whole.wav"), 1.0, 25)
+    song = str(tmp_path / "cut.wav")
+    data = open(whole, "rb").read()
+    with open(song, "wb") as f:  # the header announces twice what the data holds
+        f.write(data[: len(data) // 2])
     out = tmp_path / "o.json"
     assert main(["tag", ckpt, song, "-o", str(out), "--workers", "0"]) == 0
-    assert json.loads(out.read_text())[0]["warnings"] == ["data ends before its header says (truncated?)"]
+    rec = json.loads(out.read_text())[0]
+    assert rec["error"] is None and rec["warnings"] and rec["tags"]
     assert capsys.readouterr().err.splitlines() == [
-        f"samplecnn tag: warning: {song}: data ends before its header says (truncated?)"]
+        f"samplecnn tag: warning: {song}: {w}" for w in rec["warnings"]]
     assert main(["embed", ckpt, song, "--out", str(tmp_path / "e.npz"), "--workers", "0"]) == 0
     assert [x for x in capsys.readouterr().err.splitlines() if "embed: warning:" in x] == [
-        f"samplecnn embed: warning: {song}: data ends before its header says (truncated?)"]
+        f"samplecnn embed: warning: {song}: {w}" for w in rec["warnings"]]
+    assert str(np.load(tmp_path / "e.npz")["warnings"][0]) == "; ".join(rec["warnings"])
     assert main(["tag", ckpt, song, "-o", str(out), "--workers", "0", "-q"]) == 0
     assert capsys.readouterr().err == ""

@@ -38,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_device, check_output_file
 
-    take_pretrained(args, "model", "paths")
-    if not args.paths:
-        raise ValueError("give PATHs to embed")
+    # Before any file is read or weights downloaded.
     check_output_file(args.out, "--out")
     check_device(args.device)
     with exclusive(args.out, "embed output"):
+        take_pretrained(args, "model", "paths")
+        if not args.paths:
+            raise ValueError("give PATHs to embed")
         return _embed(args)
 
 

@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_device, check_output_dir
 
-    take_pretrained(args, "checkpoint")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    # Before the split is scored: a bad --out must not cost the evaluation.
+    # Before weights are downloaded and the split is scored: a bad --out must not cost
+    # the evaluation.
     check_output_dir(args.out, "--out")
     check_device(args.device)
+    take_pretrained(args, "checkpoint")
     from samplecnn.checkpoint import read_checkpoint_info
     from samplecnn.windows import WindowGrid
 

@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ._common import check_output_file
 
-    take_pretrained(args, "checkpoint")
-    check_output_file(args.onnx, "--onnx")
+    check_output_file(args.onnx, "--onnx")  # before weights are downloaded
     with exclusive(args.onnx, "ONNX output"):
+        take_pretrained(args, "checkpoint")
         return _export(args, export_onnx)
 
 

@@ -72,24 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import contextlib
 
-    take_pretrained(args, "model", "paths")
-
     from samplecnn.locks import exclusive
 
     from ._common import check_device, check_output_dir, check_output_file
 
     if args.format is None:
         args.format = "parquet" if args.engine == "ray" else "json"
-    if not args.paths and not args.manifest:
-        raise ValueError("give PATHs to tag, or --manifest FILE")
     if args.resume and (args.format not in ("jsonl", "parquet") or not args.output):
         raise ValueError("--resume needs --format jsonl or parquet and --output")
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a folder of part files: give --output DIR")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be 0 or more, got {args.top_k}")
-    # Every output is checked, and held, before any file is read: a bad --output must not
-    # cost a whole run, and a second `tag` on the same output must not interleave with us.
+    # Every output is checked, and held, before any file is read or weights downloaded: a
+    # bad --output must not cost a whole run, and a second `tag` on the same output must
+    # not interleave with us.
     if args.format == "parquet":
         check_output_dir(args.output, "--output")
     else:
@@ -101,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             held.enter_context(exclusive(args.output, "tag output"))
         if args.taggram_dir:
             held.enter_context(exclusive(args.taggram_dir, "taggram folder"))
+        take_pretrained(args, "model", "paths")
+        if not args.paths and not args.manifest:
+            raise ValueError("give PATHs to tag, or --manifest FILE")
         return _tag(args)
 
 
@@ -139,7 +139,7 @@ def _tag(args: argparse.Namespace) -> int:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
                                     workers=args.workers, batch_size=args.batch_size, last=args.last):
             shown = escape_path(res.path)
-            if not args.quiet:
+            if not args.quiet:  # a file that was tagged but not cleanly (truncated, damaged)
                 for w in res.record["warnings"]:
                     warn(f"{shown}: {w}")
             if res.error is not None:
@@ -149,9 +149,6 @@ def _tag(args: argparse.Namespace) -> int:
             elif args.taggram_dir:
                 write_taggram(tagger.taggram_of(res), args.taggram_dir, names[res.path])
             writer.write(res.record)
-            if not args.quiet:  # a file that was tagged but not cleanly (truncated, damaged)
-                for note in res.record.get("warnings") or ():
-                    warn(f"{res.path}: {note}")
     finally:
         writer.close()
     if failed:
