@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from .atomic import write_json
+from .paths import escape_path
 
 DEMO_MODEL = "samplecnn_small"
 COMPARE_MODELS = ("framecnn_small", "melcnn_small")
@@ -194,10 +195,11 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
     tagger = Tagger.from_checkpoint(ckpt)
     tagged = []
     for c in sorted(pick.tolist()):
-        path = data / str(st.paths[c]) if not os.path.isabs(str(st.paths[c])) else Path(str(st.paths[c]))
+        src = st.source_path(c)  # store paths are escaped; this is the name to open
+        path = data / src if not os.path.isabs(src) else Path(src)
         rec = tagger.tag(path, top_k=5)
         truth = [st.tags[j] for j in np.flatnonzero(st.labels[c])]
-        tagged.append({"clip_id": str(st.clip_ids[c]), "path": str(path), "true_tags": truth,
+        tagged.append({"clip_id": str(st.clip_ids[c]), "path": escape_path(path), "true_tags": truth,
                        "top": rec["top"], "tags": rec["tags"]})
     write_json(out / "tags.json", tagged)
 
