@@ -310,7 +310,8 @@ def test_screenshot(browser, tagger, clip, tmp_path):
     shot_tagger = Tagger.from_checkpoint(ckpt) if ckpt else tagger
     real = Path(__file__).resolve().parents[2] / "shared/data/real/joram-moments_of_clarity-08-solipsism-59-88.mp3"
     audio = real if real.is_file() else clip
-    with LiveServer(create_app(shot_tagger)) as live:
+    name = Path(ckpt).stem if ckpt else "tiny-untrained"  # as `samplecnn serve` names it
+    with LiveServer(create_app(shot_tagger, name=name)) as live:
         page = browser.new_page(viewport={"width": 1180, "height": 720}, device_scale_factor=1)
         page.goto(live.url)
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
