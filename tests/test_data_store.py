@@ -374,3 +374,22 @@ def test_prepare_stores_names_that_are_not_utf8_escaped_and_reversible(tmp_path)
     assert meta["skipped"] == [[escape_path(os.path.realpath(empty)), "empty file (0 bytes)"]]
     assert report.skipped == [tuple(x) for x in meta["skipped"]]
     assert "empty\\xff.wav" in report.summary()
+
+
+def test_prepare_stores_a_truncated_file_and_lists_its_warning(tmp_path):
+    root = tmp_path / "ds"
+    whole = write_audio(root / "whole.wav", tone(2.0, 8000, seed=3), 8000)
+    data = whole.read_bytes()
+    (root / "cut.wav").write_bytes(data[: len(data) // 2])
+    (root / "annotations.csv").write_text("path,tags,split\nwhole.wav,a,train\ncut.wav,b,train\n",
+                                          encoding="utf-8")
+    report = prepare_store(read_csv_folder(root), tmp_path / "s", sample_rate=8000,
+                           min_samples=100, workers=1, progress=False)
+    store = SegmentStore(tmp_path / "s")
+    assert list(store.clip_ids) == ["whole", "cut"] and 0.9 < store.durations[1] < 1.1
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text("utf-8"))
+    assert len(meta["warnings"]) == 1
+    path, warning = meta["warnings"][0]
+    assert path.endswith("cut.wav") and warning.startswith("truncated: the header announces 2.000 s")
+    assert report.warnings == [(path, warning)]
+    assert "files with warnings (stored): 1" in report.summary() and warning in report.summary()
