@@ -389,7 +389,8 @@ def test_cuda_without_cuda_is_one_line(ckpt, tmp_path, capsys):
     for args in (["tag", ckpt, song, "--device", "cuda"], ["embed", ckpt, song, "--out",
                  str(tmp_path / "e.npz"), "--device", "cuda:1"],
                  ["evaluate", ckpt, "--data", str(tmp_path), "--device", "cuda"],
-                 ["bench", "infer", "--model", "samplecnn_small", "--device", "cuda"]):
+                 ["bench", "infer", "--model", "samplecnn_small", "--device", "cuda"],
+                 ["serve", ckpt, "--device", "cuda"]):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "CUDA is not available" in err

@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
                          f"(or ${KEY_ENV}), or pass --insecure-no-key to serve without one")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {args.port}")
+    from ._common import check_device
+
+    check_device(args.device)  # one line, before weights are fetched or loaded
     import uvicorn
 
     from samplecnn.service import create_app
