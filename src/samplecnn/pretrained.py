@@ -134,7 +134,8 @@ _WON2020 = "Won et al. 2020 (SMC), Table 2, test set"
 _MTAT_LICENSE = "MagnaTagATune: CC BY-NC-SA 1.0"
 _MSD_LICENSE = "Million Song Dataset / Last.fm tags: research use"
 _JAMENDO_LICENSE = "MTG-Jamendo: non-commercial research use, audio under Creative Commons licenses"
-_NO_FIGURE = {"note": "no figure published for these weights"}
+_NOT_TRANSCRIBED = {"note": "reported in Won et al. 2020, Table 2; not transcribed here (the paper "
+                              "could not be read from this project's machines)"}
 
 
 def _clmr(version: str, enc: str, head: str, batch_epochs: str, reported: dict) -> Pretrained:
@@ -161,9 +162,9 @@ _BUILTIN: list[Pretrained] = [
     _sota("msd", "se", "7d5eca8d6a5d47631126042c3d40d7dcf6a9a451", "sota-msd", "Million Song Dataset",
           {"roc_auc": 0.8838, "pr_auc": 0.3109, "where": _WON2020}, _MSD_LICENSE),
     _sota("jamendo", "sample", "db5bedf34a0ea6500d95e254a43a203a185cec06", "sota-jamendo", "MTG-Jamendo",
-          dict(_NO_FIGURE), _JAMENDO_LICENSE),
+          dict(_NOT_TRANSCRIBED), _JAMENDO_LICENSE),
     _sota("jamendo", "se", "a4b55509c3af0558c02723322f3aab5122ae8d14", "sota-jamendo", "MTG-Jamendo",
-          dict(_NO_FIGURE), _JAMENDO_LICENSE),
+          dict(_NOT_TRANSCRIBED), _JAMENDO_LICENSE),
     _clmr("v2", "2.0/clmr_checkpoint_10000.zip", "2.0/finetuner_checkpoint_200.zip", "batch 96, 10,000 epochs",
           {"roc_auc": 0.887, "pr_auc": 0.356, "where": "CLMR README, pre-trained models table"}),
     _clmr("v1", "1.0/clmr_checkpoint_1550.pt", "1.0-l/finetuner_checkpoint_20.pt", "batch 48, 1,550 epochs",
