@@ -317,6 +317,7 @@ def test_screenshot(browser, tagger, clip, tmp_path):
         page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
         page.set_input_files("#file", str(audio))
         wait_done(page)
+        page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=TIMEOUT_MS)
         page.evaluate("""() => { const p = document.getElementById('player');
                                  p.currentTime = p.duration * 0.4; }""")
         page.wait_for_function("document.getElementById('marker').dataset.time > 1", timeout=TIMEOUT_MS)
