@@ -126,6 +126,17 @@ def test_non_utf8_name_gets_its_taggram(ckpt, tagger, odd_folder, tmp_path):
     assert os.path.exists(os.fsencode(out) + b"/" + ODD + b".taggram.png")
 
 
+def test_an_output_is_a_manifest_whatever_the_names(ckpt, odd_folder, tmp_path):
+    root, paths, odd = odd_folder
+    first = tmp_path / "first.csv"
+    assert main(["tag", ckpt, str(root), "--format", "csv", "-o", str(first), "--workers", "0"]) == 0
+    again = tmp_path / "again.jsonl"
+    assert main(["tag", ckpt, "--manifest", str(first), "--format", "jsonl", "-o", str(again),
+                 "--workers", "0"]) == 0
+    recs = _records(again.read_text(encoding="utf-8"), "jsonl")
+    assert [unescape_path(r["path"]) for r in recs] == paths and all(r["error"] is None for r in recs)
+
+
 def test_non_utf8_name_is_embedded(ckpt, tagger, odd_folder, tmp_path):
     root, paths, odd = odd_folder
     out = tmp_path / "e.npz"

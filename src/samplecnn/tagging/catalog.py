@@ -7,8 +7,10 @@
 
 A **manifest** is a CSV or Parquet file with a `path` column (other columns are
 ignored); relative paths are relative to the manifest's folder, so a catalog listing and
-its audio can move together. On Ray the manifest is read by the cluster (the driver never
-walks or lists the catalog).
+its audio can move together. Entries are names as samplecnn writes them
+(`samplecnn.paths.escape_path`: `\\xHH` for bytes that are not UTF-8, `\\\\` for a
+backslash), so an output's `path` column is a manifest, whatever its names. On Ray the
+manifest is read by the cluster (the driver never walks or lists the catalog).
 
 Both engines score files the same way (the one window grid, runner, batching loop and
 `Tagger.make_record`), so the same files and options give the same records.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from samplecnn.paths import escape_path, path_key
+from samplecnn.paths import escape_path, path_key, unescape_path
 
 __all__ = ["CatalogRun", "tag_catalog", "read_manifest", "check_manifest", "resolve_manifest_path",
            "ENGINES", "OUTPUT_FORMATS"]
@@ -77,9 +79,9 @@ def check_manifest(manifest: str | os.PathLike) -> str:
 
 
 def resolve_manifest_path(path: str | None, base: str) -> str:
-    """A manifest's `path` entry as a file name: relative entries are under `base` (the
-    manifest's folder, absolute)."""
-    path = "" if path is None else str(path)
+    """A manifest's `path` entry (escaped, see the module docstring) as a file name:
+    relative entries are under `base` (the manifest's folder, absolute)."""
+    path = "" if path is None else unescape_path(str(path))
     if not path:
         return path
     return path if os.path.isabs(path) else os.path.join(base, path)
