@@ -295,7 +295,8 @@ def test_pretrained_option_on_the_commands(server, tmp_path, monkeypatch, capsys
                  "--workers", "0"]) == 0
     assert np.load(tmp_path / "e.npz")["file_embeddings"].shape[-1] == 7  # FEATURES of the fixture
     capsys.readouterr()
-    for argv in (["tag"], ["export", "--onnx", str(tmp_path / "x.onnx")],
+    for argv in (["tag"], ["export", "--onnx", str(tmp_path / "x.onnx")], ["embed", "--out", str(tmp_path / "n.npz")],
+                 ["evaluate", "--data", str(tmp_path)],
                  ["export", str(tmp_path / "c.ckpt"), "--pretrained", "sota-mtat-sample", "--onnx",
                   str(tmp_path / "y.onnx")],
                  ["tag", "--pretrained", "no-such-weights", str(wav)]):
