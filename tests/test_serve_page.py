@@ -4,7 +4,7 @@ Debian's chromium (headless, driven by Playwright for Python) loads the page fro
 uvicorn server on 127.0.0.1 serving `create_app` with a tiny model, uploads a clip, and
 checks what a person would see: the top tags with the service's scores, the taggram drawn
 on its canvas, the marker following playback, clicking the taggram to seek, the key
-prompt when the service needs one, and a broken file reported in one line.
+prompt when the service needs one, and a dropped broken file reported in one line.
 
 `SAMPLECNN_SCREENSHOT=docs/img/serve.png` also saves the README's screenshot (with the
 real MagnaTagATune clip when ../shared is there, and the checkpoint named by
@@ -229,6 +229,11 @@ def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
                            f"{0.75 * tg.duration_s}) < 0.1", timeout=TIMEOUT_MS)
     left = page.eval_on_selector("#marker", "m => parseFloat(m.style.left)")
     assert left == pytest.approx(plot["x"] + 0.75 * plot["w"], abs=1.5)
+    # ... and so do the arrow keys on the focused taggram (one window per press)
+    canvas.focus()
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("Math.abs(document.getElementById('player').currentTime - "
+                           f"{0.75 * tg.duration_s - tagger.window_s}) < 0.1", timeout=TIMEOUT_MS)
 
     # narrow screens: no sideways scrolling, the taggram redrawn to fit
     page.set_viewport_size({"width": 360, "height": 800})
@@ -247,16 +252,22 @@ def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
     page.close()
 
 
-def test_broken_file_is_reported_in_one_line(browser, server, tmp_path):
-    bad = tmp_path / "broken.wav"
-    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+def test_dropped_broken_file_is_reported_in_one_line(browser, server):
     page = browser.new_page()
     page.goto(server.url)
     page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
-    page.set_input_files("#file", str(bad))
+    # dropped, not chosen: the drop path of the page
+    transfer = page.evaluate_handle("""() => { const dt = new DataTransfer();
+        dt.items.add(new File(['RIFF\\0\\0\\0\\0WAVEnot audio at all'], 'broken.wav', {type: 'audio/wav'}));
+        return dt; }""")
+    page.dispatch_event("#drop", "dragenter", {"dataTransfer": transfer})
+    assert "over" in page.get_attribute("#drop", "class")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    assert "over" not in page.get_attribute("#drop", "class")
     page.wait_for_function("document.body.dataset.state === 'error'", timeout=TIMEOUT_MS)
     message = page.inner_text("#error")
-    assert message.startswith("broken.wav: ") and len(message) > len("broken.wav: ")
+    assert message.startswith("broken.wav: ") and "the service answered" not in message, message
+    assert "audio" in message, message  # the service's own one-line reason
     assert "\n" not in message
     assert page.is_hidden("#result")
     page.close()
