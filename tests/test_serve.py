@@ -477,10 +477,65 @@ def test_uvicorn_on_loopback(tagger, files):
 
 
 # -- the command line -----------------------------------------------------------------------------
-def test_serve_refuses_an_open_host_without_a_key(ckpt, capsys, monkeypatch):
+def test_serve_command_line_mistakes_are_one_line_errors(ckpt, capsys, monkeypatch):
     monkeypatch.delenv("SAMPLECNN_API_KEY", raising=False)
     assert main(["serve", ckpt, "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "--api-key" in err and "--insecure-no-key" in err and len(err.strip().splitlines()) == 1
-    assert main(["serve", "--host", "127.0.0.1"]) == 2
-    assert "checkpoint" in capsys.readouterr().err
+    assert main(["serve", "--host", "127.0.0.1"]) == 2  # no model at all
+    assert "--pretrained" in capsys.readouterr().err
+    assert main(["serve", "--pretrained", "no-such-weights"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-weights" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_serve_command_says_only_its_own_lines_and_stops_on_ctrl_c(ckpt, files):
+    import queue
+    import signal
+    import subprocess
+    import sys
+
+    good, bad = files
+    proc = subprocess.Popen([sys.executable, "-m", "samplecnn.cli", "serve", ckpt, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True)
+    reader.start()
+    seen = []
+    try:
+        base = None
+        deadline = time.monotonic() + 180  # bounded: start-up on a loaded 2-core machine
+        while base is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if " on http://127.0.0.1:" in line:
+                base = line.split(" on ", 1)[1].split("/ ", 1)[0]
+        assert base, f"no listening line; stderr: {seen}"
+        for _ in range(300):  # bounded
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        r = httpx.post(f"{base}/v1/tag", files={"file": ("a.wav", good["a.wav"].read_bytes())}, timeout=120)
+        assert r.status_code == 200
+        r = httpx.post(f"{base}/v1/tag", files={"file": ("junk.mp3", bad["junk.mp3"].read_bytes())}, timeout=120)
+        assert r.status_code == 415
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    while not lines.empty():
+        seen.append(lines.get())
+    text = [x.rstrip("\n") for x in seen if x.strip()]
+    assert proc.returncode in (0, 130), text  # stopped by Ctrl-C, after the requests in flight
+    assert any("POST /v1/tag 200" in x for x in text) and any("POST /v1/tag 415" in x for x in text)
+    # Only samplecnn's lines: no uvicorn start-up banner, no decoder notes.
+    assert all(x.startswith("samplecnn") for x in text), text

@@ -5,7 +5,11 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 import sys
+
+from ._common import check_device
+from .pretrained import add_pretrained_option, take_pretrained
 
 KEY_ENV = "SAMPLECNN_API_KEY"
 
@@ -20,8 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", default=None,
                    help="checkpoint (.ckpt/.pt) or ONNX file from `samplecnn export`")
-    p.add_argument("--pretrained", default=None, metavar="NAME",
-                   help="serve published weights by name instead of a checkpoint")
+    add_pretrained_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", default=None, metavar="KEY",
@@ -59,22 +62,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_tagger(model: str | None, pretrained: str | None, backend: str, device: str, batch_size: int):
-    """The tagger from a checkpoint / ONNX file or published weights by name."""
-    from samplecnn.tagging import Tagger
-
-    if (model is None) == (pretrained is None):
-        raise ValueError("give a checkpoint (or ONNX file) or --pretrained NAME, not both")
-    if pretrained is not None:
-        try:
-            from samplecnn.pretrained import resolve
-        except ImportError:
-            raise ValueError("--pretrained is not available in this version of samplecnn; "
-                             "pass a checkpoint or an ONNX file") from None
-        model = os.fspath(resolve(pretrained))
-    return Tagger.load(model, backend=backend, device=device, batch_size=batch_size)
-
-
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(KEY_ENV) or None
     if not _is_loopback(args.host) and not api_key and not args.insecure_no_key:
@@ -82,15 +69,23 @@ def run(args: argparse.Namespace) -> int:
                          f"(or ${KEY_ENV}), or pass --insecure-no-key to serve without one")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {args.port}")
-    from ._common import check_device
-
     check_device(args.device)  # one line, before weights are fetched or loaded
+    take_pretrained(args, "model")  # --pretrained NAME: the cached checkpoint, made on first use
+    sock = _listen_socket(args.host, args.port)  # a port in use fails now, not after loading
+    try:
+        return _serve(args, sock, api_key)
+    finally:
+        sock.close()
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None) -> int:
     import uvicorn
 
     from samplecnn.service import create_app
+    from samplecnn.tagging import Tagger
 
-    name = args.pretrained or os.path.splitext(os.path.basename(args.model or ""))[0] or "samplecnn"
-    tagger = load_tagger(args.model, args.pretrained, args.backend, args.device, args.max_batch)
+    name = args.pretrained or os.path.splitext(os.path.basename(args.model))[0]
+    tagger = Tagger.load(args.model, backend=args.backend, device=args.device, batch_size=args.max_batch)
     app = create_app(tagger, api_key=api_key, max_upload_mb=args.max_upload_mb,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      queue_size=args.queue_size, timeout_s=args.timeout,
@@ -108,8 +103,26 @@ def run(args: argparse.Namespace) -> int:
                             server_header=False)
     server = uvicorn.Server(config)
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    port = sock.getsockname()[1]
     print(f"samplecnn serve: {name} ({len(tagger.tags)} tags, {tagger.sample_rate} Hz) on "
-          f"http://{shown}:{args.port}/ ({'API key required' if api_key else 'no API key'}); "
+          f"http://{shown}:{port}/ ({'API key required' if api_key else 'no API key'}); "
           "Ctrl-C stops after the requests in flight", file=sys.stderr)
-    server.run()
+    server.run(sockets=[sock])
     return 0
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ValueError(f"--host {host}: {err.strerror or err}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as err:
+        sock.close()
+        raise ValueError(f"cannot listen on {host} port {port}: {err.strerror or err}") from None
+    sock.set_inheritable(True)
+    return sock
