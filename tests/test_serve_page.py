@@ -211,6 +211,13 @@ def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
 
     assert cell(lo)[3] == 255 and cell(hi)[3] == 255
     assert luminance(cell(hi)) > luminance(cell(lo))
+    # hovering a cell names its tag and score
+    box = canvas.bounding_box()
+    t_hi = (tg.start_s[hi] + tg.end_s[hi]) / 2
+    page.mouse.move(box["x"] + plot["x"] + t_hi / tg.duration_s * plot["w"], box["y"] + plot["y"] + 5)
+    title = canvas.get_attribute("title")
+    assert title.startswith(expected["top"][0][0] + " at ")
+    assert float(title.rsplit(": ", 1)[1]) == pytest.approx(col[hi], abs=6e-4)
 
     # play: the marker follows (read twice, bounded waits)
     page.evaluate("document.getElementById('player').play()")
@@ -223,7 +230,6 @@ def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
     page.evaluate("document.getElementById('player').pause()")
 
     # clicking the taggram seeks the player there, and the marker goes with it
-    box = canvas.bounding_box()
     page.mouse.click(box["x"] + plot["x"] + 0.75 * plot["w"], box["y"] + plot["y"] + 10)
     page.wait_for_function("Math.abs(document.getElementById('player').currentTime - "
                            f"{0.75 * tg.duration_s}) < 0.1", timeout=TIMEOUT_MS)

@@ -414,7 +414,7 @@
     ctx.textAlign = "left";
     ctx.fillText("time (m:ss)", plotX, legY + 4);
 
-    view.plot = { x: plotX, w: plotW, y: top, h: plotH };
+    view.plot = { x: plotX, w: plotW, y: top, h: plotH, rowH };
     canvas.dataset.rows = String(rows.length);
     canvas.dataset.windows = String(scores.length ? scores[0].length : 0);
     canvas.dataset.plot = JSON.stringify(view.plot); // CSS pixels, for tests and tools
@@ -461,6 +461,22 @@
     const frac = (x - view.plot.x) / view.plot.w;
     if (frac < 0 || frac > 1) return;
     seek(frac * view.duration);
+  });
+
+  // hovering names the cell: tag, time and score
+  ui.canvas.addEventListener("mousemove", (e) => {
+    if (!view || !view.plot) return;
+    const rect = ui.canvas.getBoundingClientRect();
+    const x = e.clientX - rect.left, y = e.clientY - rect.top;
+    const row = Math.floor((y - view.plot.y) / view.plot.rowH);
+    const t = ((x - view.plot.x) / view.plot.w) * view.duration;
+    let w = view.edges.findIndex((edge) => edge > t) - 1;
+    if (w < 0) w = view.edges.length - 2;
+    if (row < 0 || row >= view.rows.length || t < 0 || t > view.duration) {
+      ui.canvas.removeAttribute("title");
+      return;
+    }
+    ui.canvas.title = `${view.rows[row]} at ${fmtClock(Math.floor(t * 10) / 10)}: ${view.scores[row][w].toFixed(3)}`;
   });
 
   ui.canvas.addEventListener("keydown", (e) => {
