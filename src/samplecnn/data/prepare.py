@@ -79,7 +79,8 @@ class PrepareReport:
             if len(self.dropped) > max_listed:
                 lines.append(f"  ... and {len(self.dropped) - max_listed} more (see meta.json)")
         if self.warnings:
-            lines.append(f"files with warnings (stored): {len(self.warnings)}")
+            n_files = len({p for p, _ in self.warnings})
+            lines.append(f"files with warnings (stored): {n_files}")
             lines += [f"  {p}: {w}" for p, w in self.warnings[:max_listed]]
             if len(self.warnings) > max_listed:
                 lines.append(f"  ... and {len(self.warnings) - max_listed} more (see meta.json)")
