@@ -350,30 +350,37 @@ def _read_in_place(f: sf.SoundFile, frames: int) -> np.ndarray:
 _MAX_CHUNKS = 64  # a header walk gives up after this many chunks (hostile files)
 
 
+def _chunks(fh, order: str) -> Iterator[tuple[bytes, int]]:
+    """`(id, size)` of each chunk after a RIFF/FORM header (`order`: "<" or ">"), the file
+    positioned at the chunk's body; the walk goes on from the chunk's end whatever the
+    caller read of it."""
+    for _ in range(_MAX_CHUNKS):
+        head = fh.read(8)
+        if len(head) < 8:
+            return
+        cid, size = head[:4], struct.unpack(order + "I", head[4:])[0]
+        body = fh.tell()
+        yield cid, size
+        fh.seek(body + size + (size & 1))
+
+
 def _riff_frames(fh) -> int | None:
     """WAV: the data chunk's size over the block alignment of the fmt chunk."""
     head = fh.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     block = None
-    for _ in range(_MAX_CHUNKS):
-        h = fh.read(8)
-        if len(h) < 8:
-            return None
-        cid, size = h[:4], struct.unpack("<I", h[4:])[0]
+    for cid, size in _chunks(fh, "<"):
         if cid == b"fmt ":
             body = fh.read(min(size, 16))
             if len(body) < 14:
                 return None
             block = struct.unpack("<H", body[12:14])[0]
-            fh.seek(size - len(body) + (size & 1), 1)
         elif cid == b"data":
             # Streaming writers leave the size at 0 or 0xFFFFFFFF: nothing is announced.
             if not block or size in (0, 0xFFFFFFFF):
                 return None
             return size // block
-        else:
-            fh.seek(size + (size & 1), 1)
     return None
 
 
@@ -382,15 +389,10 @@ def _aiff_frames(fh) -> int | None:
     head = fh.read(12)
     if len(head) < 12 or head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
         return None
-    for _ in range(_MAX_CHUNKS):
-        h = fh.read(8)
-        if len(h) < 8:
-            return None
-        cid, size = h[:4], struct.unpack(">I", h[4:])[0]
+    for cid, _size in _chunks(fh, ">"):
         if cid == b"COMM":
             body = fh.read(6)
             return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
-        fh.seek(size + (size & 1), 1)
     return None
 
 
