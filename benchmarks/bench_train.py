@@ -18,6 +18,7 @@ import time
 import torch
 
 from samplecnn.models import create_model
+from samplecnn.runtime import Runtime
 
 
 def bench(name: str, batch: int, steps: int, warmup: int, device: str, precision: str,
@@ -63,8 +64,7 @@ def main() -> None:
     p.add_argument("--precision", default="32", choices=["32", "bf16"])
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    Runtime(num_threads=args.threads).apply()
     dev = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"precision {args.precision}, batch {args.batch}")

@@ -82,7 +82,7 @@ def test_lr_stage_schedule_patience_restart_from_best_and_stop():
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     trainer = _Trainer(opt)
     sched = LRStageSchedule([0.1, 0.01, 0.001], patience=2, verbose=False)
-    sched.on_fit_start(trainer, net)
+    sched.on_train_start(trainer, net)
 
     def epoch(value):
         with torch.no_grad():  # "training" changes the weights every epoch

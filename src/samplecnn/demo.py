@@ -21,11 +21,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from .atomic import write_json
 from .paths import escape_path
+from .runtime import Runtime
 
 DEMO_MODEL = "samplecnn_small"
 COMPARE_MODELS = ("framecnn_small", "melcnn_small")
@@ -119,8 +119,8 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    if threads:
-        torch.set_num_threads(int(threads))
+    # An entry point: the process-wide settings are applied here (and by train()).
+    Runtime(num_threads=int(threads) if threads else None).apply()
     if quick:
         clips, seconds = min(clips, 48), min(seconds, 3.0)
     if clips < 10:
@@ -149,7 +149,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
     # 3. training --------------------------------------------------------------------
     base = demo_config()
     base["seed"] = seed
-    base["data"]["store"] = str(store)
+    base["data"]["store"] = os.path.abspath(store)  # as train() records it in config.yaml
     if epochs is not None:
         base["trainer"]["max_epochs"] = int(epochs)
     if threads:

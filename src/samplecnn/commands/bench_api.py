@@ -6,20 +6,8 @@ import torch
 from torch import nn
 
 from samplecnn.inference.runners import BACKENDS, PRECISIONS, optimize_for_inference
-from samplecnn.training.fast import TRAIN_MODES, prepare_for_training
-
-
-def set_threads(n: int | None) -> int:
-    """Set torch's intra-op threads (`None`: leave as is); returns the setting in force.
-
-    On these 2-core machines torch defaults to the core count, which is right for one
-    process; with decode workers beside the model, fewer model threads can win.
-    """
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(int(n))
-    return torch.get_num_threads()
+from samplecnn.runtime import Runtime
+from samplecnn.training.fast import TRAIN_MODES, prepare_for_training, runtime_for_mode
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
@@ -84,7 +72,7 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
         raise ValueError(f"backend must be one of {', '.join(INFER_BACKENDS)}, got {backend!r}")
     if batch < 1 or iters < 1:
         raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
-    set_threads(threads)
+    Runtime(num_threads=threads).apply()
     # Runners name their outputs, so the random model gets placeholder tag names.
     model = create_model(name, seed=seed, tags=[f"tag{i}" for i in range(50)]).eval().to(device)
     x = np.random.default_rng(seed).standard_normal((batch, model.input_samples)).astype(np.float32)
@@ -115,7 +103,7 @@ def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: s
 
     if batch < 2 or iters < 1:
         raise ValueError(f"training needs batch >= 2 (BatchNorm) and iters >= 1, got {batch} and {iters}")
-    set_threads(threads)
+    runtime_for_mode(mode, num_threads=threads).apply()
     model = create_model(name, seed=seed).train().to(device)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, model.input_samples, generator=g).to(device)
@@ -123,7 +111,7 @@ def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: s
     loss_fn = nn.BCEWithLogitsLoss()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     t0 = time.perf_counter()
-    fwd = prepare_for_training(model, mode, precision, device)
+    fwd = prepare_for_training(model, mode, precision)
 
     def step():
         opt.zero_grad(set_to_none=True)

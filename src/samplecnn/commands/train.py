@@ -11,14 +11,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a model as a YAML recipe describes; dotted key=value overrides "
                     "change any setting, e.g. `data.store=stores/mtat trainer.max_epochs=3`. "
                     "Writes config.yaml, checkpoints/{best,last}.ckpt and CSV + TensorBoard "
-                    "logs into out_dir.",
+                    "logs into out_dir; one process trains into a run folder at a time.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. data.store=PATH optim.lr=3e-4 trainer.devices=2")
     p.add_argument("--config", "-c", help="recipe YAML (not needed with --resume RUN_DIR)")
     p.add_argument("--resume", metavar="RUN_DIR|CKPT",
-                   help="continue an interrupted run exactly (from RUN_DIR/checkpoints/last.ckpt)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="continue a run exactly from the end of its last finished epoch "
+                        "(RUN_DIR/checkpoints/last.ckpt); add trainer.max_epochs=N to extend it")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_const", const=True,
+                      help="progress bars on stderr even when it is not a terminal")
+    bars.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                      help="no progress bars (default: on a terminal only)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and exit without training")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -35,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--print-config needs --config")
         print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
-    result = train(args.config, args.overrides, resume=args.resume,
-                   progress=False if args.no_progress else None)
+    result = train(args.config, args.overrides, resume=args.resume, progress=args.progress)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

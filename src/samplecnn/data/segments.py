@@ -1,13 +1,63 @@
-"""Fixed-length training/evaluation segments drawn from a SegmentStore."""
+"""Fixed-length training/evaluation segments drawn from a SegmentStore, and the epoch plan.
+
+`epoch_plan` is the one place where an epoch's order, random crops and DDP shards are
+drawn: `SegmentDataset` + `training.EpochSampler` (the DataLoader path) and
+`training.device_sampler.DeviceSegmentSampler` (the device-resident path) both read it,
+so the two paths train on the same crops in the same order for a seed.
+"""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..windows import WindowGrid
 from .store import SegmentStore
+
+
+def epoch_plan(n_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+               shuffle: bool = True, item_lengths: np.ndarray | None = None,
+               segment_samples: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One rank's items of one epoch, and their random crop starts.
+
+    Items are a split's segments, numbered 0..n_items-1 (one clip's segments are
+    neighbours). One `numpy.random.Generator` seeded from (seed, epoch) draws, in this
+    order, the epoch's permutation (used when `shuffle`) and a crop start for every item
+    (when `item_lengths` `(n_items,)`, each item's clip length in samples, is given:
+    uniform over the clip, 0 for a clip shorter than `segment_samples`). The order is
+    padded by wrapping around to a multiple of `world_size` (DDP needs equal batch
+    counts) and rank r takes every world_size-th item from position r, so the union of
+    the ranks' k-th batches is the k-th batch of one process with `world_size` times
+    the batch. Pure: nothing but the arguments decides the result.
+
+    Returns:
+        items: int64 `(ceil(n_items / world_size),)`, this rank's items in order.
+        starts: int64, same shape, the crop start of each of `items` (None without
+            `item_lengths`).
+    """
+    n, rank, world = int(n_items), int(rank), int(world_size)
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, world_size={world}), got {rank}")
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    # Always drawn, then maybe unused: the crops must not depend on `shuffle`, nor the
+    # order on whether crops are asked for.
+    order = rng.permutation(n)
+    if not shuffle:
+        order = np.arange(n)
+    starts = None
+    if item_lengths is not None:
+        if segment_samples is None:
+            raise ValueError("random crops need segment_samples")
+        room = np.maximum(np.asarray(item_lengths, np.int64) - int(segment_samples), 0)
+        starts = np.floor(rng.random(n) * (room + 1)).astype(np.int64)
+    total = math.ceil(n / world) * world
+    if total > n:
+        order = np.concatenate([order, order[: total - n]])
+    items = order[rank::world].astype(np.int64)
+    return items, None if starts is None else starts[items]
 
 
 class SegmentDataset(Dataset):
@@ -21,7 +71,9 @@ class SegmentDataset(Dataset):
     and at least one (zero-padded). `segments_per_clip=None`: every full segment (at
     least one) -- what evaluation uses.
     mode="random": `segments_per_clip` random crops per clip, redrawn by `set_epoch(e)`
-    from (seed, epoch); a clip shorter than a segment gives a zero-padded crop at 0.
+    from (seed, epoch) by `epoch_plan`; a clip shorter than a segment gives a zero-padded
+    crop at 0. Consecutive segments are `samplecnn.windows.WindowGrid`'s full windows
+    (hop = segment, last window dropped, `max_windows=segments_per_clip`).
 
     `clip_index` int64 `(len,)` and `starts` int64 `(len,)` give each item's clip and
     first sample, so per-clip aggregation needs no pass over the data.
@@ -54,14 +106,14 @@ class SegmentDataset(Dataset):
         self.clips = self.store.split_indices(split)
         lengths = self.store.lengths[self.clips]
         if mode == "consecutive":
-            n_full = np.maximum(lengths // self.segment_samples, 1)
-            per = n_full if self.segments_per_clip is None else np.minimum(
-                n_full, self.segments_per_clip)
+            # The window grid of evaluation and tagging, full segments, capped.
+            grid = WindowGrid(self.segment_samples, self.segment_samples, "drop",
+                              self.segments_per_clip)
+            # An empty clip still gives one (silent) segment, as a short clip does.
+            per_clip = [grid.starts(max(int(n), 1)) for n in lengths]
+            per = np.array([len(p) for p in per_clip], np.int64)
             self.clip_index = np.repeat(self.clips, per).astype(np.int64)
-            # Position of each item within its clip: 0, 1, ... per clip.
-            first = np.repeat(np.cumsum(per) - per, per)
-            self.starts = ((np.arange(len(self.clip_index)) - first)
-                           * self.segment_samples).astype(np.int64)
+            self.starts = (np.concatenate(per_clip) if per_clip else np.zeros(0)).astype(np.int64)
         else:
             self.clip_index = np.repeat(self.clips, self.segments_per_clip).astype(np.int64)
             self.set_epoch(0)
@@ -81,9 +133,11 @@ class SegmentDataset(Dataset):
         self.epoch = int(epoch)
         if self.mode != "random":
             return
-        rng = np.random.default_rng([self.seed, self.epoch])
-        room = np.maximum(self.store.lengths[self.clip_index] - self.segment_samples, 0)
-        self.starts = np.floor(rng.random(len(self.clip_index)) * (room + 1)).astype(np.int64)
+        # `epoch_plan` draws the crops independently of `shuffle`: the unshuffled plan
+        # has the crops of the sampler's shuffled plan.
+        _, self.starts = epoch_plan(len(self.clip_index), self.seed, self.epoch, shuffle=False,
+                                    item_lengths=self.store.lengths[self.clip_index],
+                                    segment_samples=self.segment_samples)
 
     def __len__(self) -> int:
         return len(self.clip_index)

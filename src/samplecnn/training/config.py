@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ DEFAULTS: dict[str, Any] = {
         "limit_train_batches": None,
         "limit_val_batches": None,
         "deterministic": False,
-        "progress_bar": True,
+        "progress_bar": None,              # None: on a terminal only (bars go to stderr)
         "num_threads": None,               # torch CPU threads; None: torch's default
-        "fast_steps": "plain",             # training-step mode: a perf.TRAIN_MODES name
+        "fast_steps": "plain",             # training-step mode: a training.fast.TRAIN_MODES name
     },
 }
 
@@ -197,9 +198,7 @@ def resolve_config(config: dict) -> dict:
     d = out["data"]
     if d["train_mode"] not in ("consecutive", "random"):
         raise ValueError(f"data.train_mode must be 'consecutive' or 'random', got {d['train_mode']!r}")
-    for key in ("batch_size", "eval_batch_size", "segments_per_clip", "valid_segments_per_clip"):
-        if not isinstance(d[key], int) or d[key] <= 0:
-            raise ValueError(f"data.{key} must be a positive integer, got {d[key]!r}")
+    _check_types(out, recipe)
     o = out["optim"]
     if recipe == "paper":
         if not o["lr_stages"] or any(float(x) <= 0 for x in o["lr_stages"]):
@@ -209,6 +208,83 @@ def resolve_config(config: dict) -> dict:
     elif o["schedule"] not in ("cosine", "plateau", "constant"):
         raise ValueError(f"optim.schedule must be cosine, plateau or constant, got {o['schedule']!r}")
     return out
+
+
+# Typed keys: (kind, minimum) checked before anything is built or written, so that a
+# typo such as `trainer.max_epochs=abc` or `=2.5` is one line naming the key, not a
+# traceback (or a silent truncation) after a run folder was made.
+_INT, _NUM, _BOOL, _STR = "an integer", "a number", "true or false", "a string"
+_TYPES: dict[str, tuple[str, float | None, bool]] = {   # key: (kind, minimum, may be null)
+    "seed": (_INT, 0, False),
+    "out_dir": (_STR, None, False),
+    "data.store": (_STR, None, True),
+    "data.segments_per_clip": (_INT, 1, False),
+    "data.valid_segments_per_clip": (_INT, 1, False),
+    "data.batch_size": (_INT, 1, False),
+    "data.eval_batch_size": (_INT, 1, False),
+    "data.num_workers": (_INT, 0, False),
+    "data.pin_memory": (_BOOL, None, True),
+    "data.device_resident": (_BOOL, None, False),
+    "trainer.max_epochs": (_INT, 1, False),
+    "trainer.num_nodes": (_INT, 1, False),
+    "trainer.sync_batchnorm": (_BOOL, None, False),
+    "trainer.gradient_clip_val": (_NUM, 0, True),
+    "trainer.log_every_n_steps": (_INT, 1, False),
+    "trainer.limit_train_batches": (_NUM, 0, True),
+    "trainer.limit_val_batches": (_NUM, 0, True),
+    "trainer.deterministic": (_BOOL, None, False),
+    "trainer.progress_bar": (_BOOL, None, True),
+    "trainer.num_threads": (_INT, 1, True),
+    "optim.lr": (_NUM, 0, False),
+    "optim.weight_decay": (_NUM, 0, False),
+    "optim.momentum": (_NUM, 0, False),
+    "optim.nesterov": (_BOOL, None, False),
+    "optim.reset_momentum": (_BOOL, None, False),
+    "optim.min_delta": (_NUM, 0, False),
+    "optim.patience": (_INT, 1, False),
+    "optim.decoupled_weight_decay": (_BOOL, None, False),
+    "optim.warmup_epochs": (_NUM, 0, False),
+    "optim.min_lr": (_NUM, 0, False),
+    "optim.plateau_factor": (_NUM, 0, False),
+    "optim.plateau_patience": (_INT, 0, False),
+}
+
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False  # YAML's true is not the number 1 here
+    if kind == _INT:
+        return isinstance(value, int)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and value == value
+    return isinstance(value, str) and value != ""
+
+
+def _check_types(config: dict, recipe: str) -> None:
+    for key, (kind, minimum, nullable) in _TYPES.items():
+        section, _, name = key.rpartition(".")
+        node = config[section] if section else config
+        if name not in node:
+            continue  # an option of the other optim recipe
+        value = node[name]
+        if value is None and nullable:
+            continue
+        if kind == _NUM and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = node[name] = float(value)  # YAML 1.1 reads `3e-4` as a string
+        if not _type_ok(value, kind):
+            raise ValueError(f"{key} must be {kind}{' or null' if nullable else ''}, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{key} must be at least {minimum:g}, got {value!r}")
+    if recipe == "adam":
+        betas = config["optim"]["betas"]
+        if (not isinstance(betas, list) or len(betas) != 2
+                or not all(_type_ok(b, _NUM) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"optim.betas must be a list of two numbers in [0, 1), got {betas!r}")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,

@@ -2,9 +2,10 @@
 
 Shuffling and random crops depend only on (seed, epoch), never on the global RNG, so an
 interrupted run that resumes at an epoch boundary sees exactly the batches the
-uninterrupted run would. The sampler also shards for DDP by itself (rank r takes every
-world-th index of the shuffled order), so that the union of the ranks' k-th batches is
-the k-th batch of a single process with `world x batch_size`.
+uninterrupted run would. They come from one plan (`samplecnn.data.segments.epoch_plan`)
+that the device-resident sampler reads too. The sampler also shards for DDP by itself
+(rank r takes every world-th index of the shuffled order), so that the union of the
+ranks' k-th batches is the k-th batch of a single process with `world x batch_size`.
 """
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ import math
 from typing import Iterator
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
 from ..data import SegmentDataset, SegmentStore
+from ..data.segments import epoch_plan
 
 
 class EpochSampler(Sampler[int]):
-    """Indices of one rank for one epoch: a (seed, epoch) permutation, sharded by rank.
+    """Indices of one rank for one epoch: `samplecnn.data.segments.epoch_plan`'s items.
 
     `set_epoch(e)` (called by Lightning before each epoch's iterator is made) also
-    redraws the dataset's random crops, so crops and order move together. Shards are
-    padded by wrapping around to equal length, as DDP needs equal batch counts.
+    redraws the dataset's random crops from the same plan, so crops and order move
+    together. Shards are padded by wrapping around to equal length, as DDP needs equal
+    batch counts.
     """
 
     def __init__(self, dataset: SegmentDataset, shuffle: bool, seed: int = 0,
@@ -43,15 +45,9 @@ class EpochSampler(Sampler[int]):
         return math.ceil(len(self.dataset) / self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        n = len(self.dataset)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(n)
-        else:
-            order = np.arange(n)
-        total = len(self) * self.world_size
-        if total > n:
-            order = np.concatenate([order, order[: total - n]])
-        return iter(order[self.rank::self.world_size].tolist())
+        items, _ = epoch_plan(len(self.dataset), self.seed, self.epoch, self.rank,
+                              self.world_size, shuffle=self.shuffle)
+        return iter(items.tolist())
 
 
 class SegmentDataModule(L.LightningDataModule):

@@ -4,14 +4,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.segments import epoch_plan
+
+
 class DeviceSegmentSampler:
     """Random-crop training batches cut from a split held, as int16, in device memory.
 
     Yields dicts like `SegmentDataset`'s batches: `audio` float32 `(B, 1, segment_samples)`,
     `target` float32 `(B, n_tags)`, `clip` int64 `(B,)`; `starts` int64 `(B,)` too. An
     epoch is `segments_per_clip` crops per clip in a shuffled order (the last batch may be
-    smaller unless `drop_last`). Crops are uniform over each clip; a clip shorter than a
-    segment gives a zero-padded crop at 0, as `SegmentDataset(mode="random")`.
+    smaller unless `drop_last`). Order and crops are `epoch_plan`'s, as for the
+    DataLoader path (`SegmentDataset(mode="random")` + `EpochSampler`): for the same
+    seed, epoch, rank and world size both yield the same crops in the same order.
 
     The whole split is copied once (`store.audio` int16: MTAT's training split at
     22,050 Hz is ~20 GB as int16 -- it fits an 80 GB GPU; MSD does not, use the
@@ -42,6 +46,7 @@ class DeviceSegmentSampler:
         for k, i in enumerate(idx):
             flat[offsets[k]: offsets[k] + lengths[k]] = store.clip(int(i))
         self.audio = torch.from_numpy(flat).to(self.device)
+        self._lengths = lengths
         self.lengths = torch.from_numpy(lengths).to(self.device)
         self.offsets = torch.from_numpy(offsets).to(self.device)
         self.labels = torch.from_numpy(store.labels[idx].astype(np.float32)).to(self.device)
@@ -79,21 +84,14 @@ class DeviceSegmentSampler:
                 "clip": self.clips.to(self.device)[rows], "starts": starts}
 
     def __iter__(self):
-        g = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
-        n_clips = len(self.clips)
-        rows = torch.arange(n_clips).repeat(self.segments_per_clip)
-        rows = rows[torch.randperm(len(rows), generator=g)]
-        span = (torch.from_numpy(np.maximum(self.lengths.cpu().numpy() - self.segment_samples, 0))
-                + 1)[rows]
-        starts = (torch.rand(len(rows), generator=g, dtype=torch.float64) * span).long()
-        if self.world_size > 1:
-            # As the DataLoader's EpochSampler: every rank draws the same epoch, pads it
-            # by wrapping to equal shards, and takes every world_size-th crop.
-            total = self._rows_per_rank() * self.world_size
-            rows, starts = (torch.cat([t, t[: total - len(t)]]) for t in (rows, starts))
-            rows, starts = rows[self.rank::self.world_size], starts[self.rank::self.world_size]
-        rows, starts = rows.to(self.device), starts.to(self.device)
+        # Items are the split's clips repeated segments_per_clip times, clip after clip,
+        # as SegmentDataset numbers them.
+        item_rows = np.repeat(np.arange(len(self.clips)), self.segments_per_clip)
+        items, starts = epoch_plan(len(item_rows), self.seed, self.epoch, self.rank,
+                                   self.world_size, item_lengths=self._lengths[item_rows],
+                                   segment_samples=self.segment_samples)
+        rows = torch.from_numpy(item_rows[items]).to(self.device)
+        starts = torch.from_numpy(starts).to(self.device)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield self.batch(rows[sl], starts[sl])
-

@@ -1,64 +1,21 @@
-"""Opt-in speed-ups for training steps: compiled steps, an allocator that keeps freed
-memory, bf16 autocast, cuDNN benchmark mode.
+"""Opt-in speed-ups for training steps: compiled steps and bf16 autocast.
 
 `prepare_for_training(model, mode, precision)` returns a `TrainingForward` that replaces
 `model(x)` inside a training step; the model, its parameters and checkpoint keys are
-untouched.
+untouched. The process-wide parts of a mode (glibc keeping freed memory for "retain",
+cuDNN benchmark mode) are not set here but by the entry point's `samplecnn.runtime.Runtime`
+(`runtime_for_mode` says which).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..runtime import Runtime, retaining_freed_memory
+
 PRECISIONS = ("fp32", "bf16")
 
 TRAIN_MODES = ("plain", "compile", "retain", "retain-compile")
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h>
-_RETAINING = False
-
-
-def retain_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of returning it to the OS.
-
-    By default glibc serves every allocation above its mmap threshold (at most 32 MiB)
-    with a fresh `mmap` and unmaps it on `free`, so each large activation of a training
-    step (block 1's output is 161 MB at batch 16) is zero-filled page by page again by
-    the kernel: page faults cost about as much as the training step's arithmetic on these
-    2-core machines. With mmap off (`M_MMAP_MAX=0`) and no trimming (`M_TRIM_THRESHOLD`
-    = SIZE_MAX) the heap grows to the step's peak once and is reused. The numbers are
-    untouched (the same kernels run on the same values); the cost is that the process
-    keeps its peak memory. Process-wide and not undone; returns True once it is in
-    force. Raises ValueError where the C library is not glibc (e.g. macOS, musl).
-    """
-    global _RETAINING
-    if _RETAINING:
-        return True
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        raise ValueError("retaining freed memory needs glibc's malloc (Linux); "
-                         "use training mode 'plain' or 'compile' here")
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    # mallopt takes an int; -1 converts to SIZE_MAX in glibc (never trim).
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1)):
-        raise ValueError("mallopt refused M_MMAP_MAX / M_TRIM_THRESHOLD")
-    _RETAINING = True
-    return True
-
-
-def configure_backends(device: str | torch.device = "cpu", cudnn_benchmark: bool = True) -> None:
-    """Process-wide switches for fast training on `device`.
-
-    CUDA: cuDNN benchmark mode (picks the fastest convolution algorithm per shape; every
-    training batch has the same shape, so the search is paid once). TF32 stays as torch
-    sets it (on by default for cuDNN convolutions). CPU: nothing to switch -- oneDNN is
-    already used for float32 convolutions.
-    """
-    if torch.device(device).type == "cuda":
-        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
 
 
 class TrainingForward:
@@ -90,22 +47,36 @@ class TrainingForward:
         return fn(x).float()
 
 
-def prepare_for_training(model: nn.Module, mode: str = "plain", precision: str = "fp32",
-                         device: str | torch.device | None = None) -> TrainingForward:
-    """`TrainingForward` for a `TRAIN_MODES` name, after `configure_backends(device)`
-    (the model's device by default).
+def runtime_for_mode(mode: str, num_threads: int | None = None) -> Runtime:
+    """The process-wide settings a `TRAIN_MODES` name needs, for the entry point to apply.
 
-    "plain": the eager model. "compile": `torch.compile` of it. "retain" / "retain-compile":
-    the same, after `retain_freed_memory()` (glibc keeps freed memory, so large
-    activations are not page-faulted in again every step; on the standard CPU machine
-    this is the largest single speed-up of a training step, and "retain" runs exactly the
-    plain model's kernels, so its numbers are bit-for-bit the plain model's).
+    "retain" / "retain-compile": glibc keeps freed memory (large activations are not
+    page-faulted in again every step: on a CPU the largest single speed-up of a training
+    step, with the plain model's kernels, so the numbers are the plain model's). Every
+    mode but "plain" also turns on cuDNN benchmark mode (no effect without CUDA).
     """
+    check_mode(mode)
+    return Runtime(num_threads=num_threads, retain_freed_memory=mode.startswith("retain"),
+                   cudnn_benchmark=None if mode == "plain" else True)
+
+
+def check_mode(mode: str) -> str:
     if mode not in TRAIN_MODES:
         raise ValueError(f"training mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
-    if mode.startswith("retain"):
-        retain_freed_memory()
-    configure_backends(device if device is not None else next(model.parameters()).device)
+    return mode
+
+
+def prepare_for_training(model: nn.Module, mode: str = "plain", precision: str = "fp32") -> TrainingForward:
+    """`TrainingForward` for a `TRAIN_MODES` name: the eager model ("plain", "retain") or
+    `torch.compile` of it ("compile", "retain-compile").
+
+    A "retain" mode needs `runtime_for_mode(mode).apply()` at the entry point first (a
+    ValueError otherwise: the mode would silently run as "plain").
+    """
+    check_mode(mode)
+    if mode.startswith("retain") and not retaining_freed_memory():
+        raise ValueError(f"training mode {mode!r} needs the allocator setting applied at the "
+                         "entry point: samplecnn.training.fast.runtime_for_mode(mode).apply()")
     return TrainingForward(model, compile=mode.endswith("compile"), precision=precision)
 
 

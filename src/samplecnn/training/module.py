@@ -30,7 +30,7 @@ class TaggingModule(L.LightningModule):
         optim: the resolved `optim` section (recipe and its settings).
         training_config: the whole resolved config, recorded in checkpoints.
         seed: seeds the initial weights and, per epoch, dropout.
-        fast_steps: how training steps run, a `samplecnn.perf.TRAIN_MODES` name: "plain",
+        fast_steps: how training steps run, a `training.fast.TRAIN_MODES` name: "plain",
             "retain" (the allocator keeps freed memory: same numbers, 2x faster on CPU),
             "compile" (`torch.compile`: same numbers up to rounding without dropout) or
             "retain-compile". Validation and checkpoints always use the plain model.
@@ -59,22 +59,32 @@ class TaggingModule(L.LightningModule):
         if self.fast_steps != "plain":
             from .fast import prepare_for_training
 
-            self._train_forward = prepare_for_training(self.model, self.fast_steps, device=self.device)
+            self._train_forward = prepare_for_training(self.model, self.fast_steps)
 
     # -- steps ---------------------------------------------------------------------------
+    def step_seed(self, batch_idx: int) -> int:
+        """The seed of one training step's randomness (dropout): a function of (seed,
+        epoch, batch, rank) only, so a resumed run draws what the uninterrupted one did."""
+        return int(np.random.SeedSequence(
+            [self.seed, self.current_epoch, batch_idx, self.global_rank]).generate_state(1)[0])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = (self._train_forward or self.model)(batch["audio"])
+        # Dropout draws from torch's global RNG, which Lightning and DataLoader iterators
+        # also draw from (differently after a resume). The step runs on a forked RNG
+        # seeded by `step_seed`: exact resumes, and the caller's RNG is left untouched.
+        on_cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if on_cuda else []):
+            seed = self.step_seed(batch_idx)
+            torch.default_generator.manual_seed(seed)
+            if on_cuda:
+                torch.cuda.manual_seed(seed)  # the current device: this process's
+            logits = (self._train_forward or self.model)(batch["audio"])
         loss = self.loss_fn(logits.float(), batch["target"])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=len(batch["target"]))
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Dropout draws from the global RNG, which Lightning and DataLoader iterators also
-        # draw from (differently after a resume); reseeding from (seed, epoch, batch, rank)
-        # makes every step's randomness independent of the past, so resumes are exact.
-        torch.manual_seed(int(np.random.SeedSequence(
-            [self.seed, self.current_epoch, batch_idx, self.global_rank]).generate_state(1)[0]))
         if self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False,
                      on_epoch=True, batch_size=1)

@@ -2,21 +2,34 @@
 
 Run folder layout (`out_dir`):
 
-    config.yaml                 the resolved config (what `--resume` reads back)
+    config.yaml                 the resolved config (what `--resume` reads back); its
+                                data.store is absolute, so it reads the same from any
+                                working directory
     checkpoints/best.ckpt       lowest validation loss (Lightning checkpoint, loads with
-    checkpoints/last.ckpt       `samplecnn.checkpoint.load_model`); last = end of last epoch
+                                `samplecnn.checkpoint.load_model`); kept when the run
+                                folder is moved or copied and then resumed
+    checkpoints/last.ckpt       the end of the last finished epoch, rewritten (atomically)
+                                after every epoch: what `--resume` continues from
     logs/csv/metrics.csv        per-step / per-epoch metrics (earlier parts of a resumed
                                 run are kept as metrics-<n>.csv)
     logs/tb/                    TensorBoard events
     train_summary.json          best/last paths, best validation loss, epochs run
+
+One process trains into a run folder at a time (`samplecnn.locks.exclusive`); a second
+one is refused with `OutputBusy`. Only samplecnn's own lines are printed: Lightning's
+info lines and adverts are silenced, and progress bars (on stderr) are shown on a
+terminal only unless asked for.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -27,8 +40,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..atomic import write_json
 from ..checkpoint import atomic_torch_save
 from ..data import SegmentStore
+from ..locks import exclusive
 from ..models import get_model_config
 from .config import load_config, write_config
+from .fast import runtime_for_mode
 from .datamodule import SegmentDataModule
 from .module import TaggingModule
 from .schedule import LRStageSchedule
@@ -101,6 +116,7 @@ def _rotate_csv(log_dir: Path) -> None:
 
 
 def _trainer_kwargs(t: dict) -> dict:
+    # Values are typed and checked by load_config.
     kw = dict(
         max_epochs=int(t["max_epochs"]),
         accelerator=t["accelerator"],
@@ -119,18 +135,110 @@ def _trainer_kwargs(t: dict) -> dict:
     return kw
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that keeps its state when the run folder was moved or copied.
+
+    Lightning drops the best score (and the top-k bookkeeping) when a checkpoint is
+    resumed from another folder than it was written in, so the next epoch, however
+    bad, would replace `best.ckpt`. The saved paths are rebased onto the new folder
+    instead (the file names inside `checkpoints/` are the same).
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved is not None and self.dirpath is not None and saved != self.dirpath:
+            state_dict = _rebase(state_dict, str(saved), str(self.dirpath))
+        super().load_state_dict(state_dict)
+
+
+def _rebase(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path and os.path.dirname(path) == old:
+            return os.path.join(new, os.path.basename(path))
+        return path
+
+    state = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return state
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars, written to stderr (stdout is for results)."""
+
+    def init_train_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_sanity_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+
+# Warnings of the installed libraries that say nothing to a samplecnn user (advice that
+# does not apply, deprecations inside torch / Lightning); everything else is shown.
+_QUIET_WARNINGS = (
+    ".*does not have many workers.*",            # a memory-mapped store needs none
+    ".*Checkpoint directory .* exists and is not empty.*",   # a resumed run's own folder
+    ".*Experiment logs directory.*",             # _rotate_csv moved the earlier log aside
+    ".*The dirpath has changed from.*",          # RunCheckpoint rebases the paths
+    ".*LeafSpec.*is deprecated.*",               # Lightning's own use of torch's _pytree
+    ".*smaller than the logging interval.*",     # per-epoch metrics are logged anyway
+)
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's info lines ("GPU available: ...", tips for its cloud
+    products, DDP start-up) and the known warnings, for the duration of a fit."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _launched_worker() -> bool:
+    """True in a process that a launcher started for a rank above 0 (Lightning's DDP
+    subprocesses, torchrun, SLURM): rank 0 holds the run folder for all of them."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
 def train(config: dict | str | os.PathLike | None = None, overrides: list[str] | None = None,
           resume: str | os.PathLike | None = None, progress: bool | None = None,
           log=print) -> TrainResult:
     """Train a tagging model as a config describes; see the module docstring for outputs.
+
+    An entry point: it applies the run's process-wide settings (`trainer.num_threads`,
+    the allocator of `trainer.fast_steps`) through `samplecnn.runtime.Runtime`.
 
     Args:
         config: a resolved config dict, a YAML path, or None with `resume` (the run's
             own config.yaml is used).
         overrides: dotted `key=value` strings applied on top (e.g. "trainer.max_epochs=3").
         resume: a run folder or a checkpoint: continue it exactly (weights, optimizer,
-            schedule, epoch counters).
-        progress: progress bars (default: the config's `trainer.progress_bar`).
+            schedule, epoch counters) from the end of its last finished epoch.
+        progress: progress bars on stderr (default: the config's `trainer.progress_bar`;
+            null there means on a terminal only).
         log: receives one-line notes (None: silent).
     """
     log = log or (lambda *a, **k: None)
@@ -143,6 +251,7 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
             config = run_dir / "config.yaml"
     if config is None:
         raise ValueError("a config is required (--config FILE)")
+    # Everything is checked before anything is created (a typo makes no run folder).
     if isinstance(config, dict):
         cfg = load_config(None, overrides, base=config)
     else:
@@ -151,19 +260,25 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         cfg["out_dir"] = str(run_dir)
     if not cfg["data"]["store"]:
         raise ValueError("data.store is not set: pass data.store=PATH (a store made by `samplecnn prepare`)")
-
-    t = cfg["trainer"]
-    if t["num_threads"]:
-        torch.set_num_threads(int(t["num_threads"]))
-    seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
-
+    # Absolute in the run's config.yaml: a resume from another working directory reads
+    # the same store.
+    cfg["data"]["store"] = os.path.abspath(os.path.expanduser(cfg["data"]["store"]))
     store = SegmentStore(cfg["data"]["store"])
     model_config = build_model_config(cfg, store, warn=log)
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
 
-    d = cfg["data"]
+    t = cfg["trainer"]
+    runtime_for_mode(t["fast_steps"], t["num_threads"]).apply()
+    out = Path(cfg["out_dir"])
+    hold = contextlib.nullcontext() if _launched_worker() else exclusive(out, "the run folder")
+    with hold, _quiet_lightning():
+        return _fit(cfg, store, model_config, out, resume_ckpt, progress)
+
+
+def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
+         resume_ckpt: Path | None, progress: bool | None) -> TrainResult:
+    t, d = cfg["trainer"], cfg["data"]
+    seed = int(cfg["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
     on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
     dm = SegmentDataModule(
         store.path, model_config["input_samples"], seed=seed, train_mode=d["train_mode"],
@@ -176,9 +291,15 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
                            fast_steps=t["fast_steps"])
 
     ckpt_dir = out / "checkpoints"
-    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
-                              save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list[L.Callback] = [best_cb]
+    best_cb = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
+                            save_top_k=1, save_last=False, enable_version_counter=False)
+    # Lightning's save_last only rewrites last.ckpt when a new best is saved; a second
+    # checkpoint without a monitor rewrites it after every epoch. Lightning runs
+    # checkpoint callbacks last, in this order, so last.ckpt holds the updated best score
+    # and the LR schedule's step of the epoch.
+    last_cb = RunCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False)
+    callbacks: list[L.Callback] = [best_cb, last_cb]
     schedule = None
     if cfg["optim"]["recipe"] == "paper":
         o = cfg["optim"]
@@ -186,17 +307,13 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
                                    reset_momentum=o["reset_momentum"])
         callbacks.append(schedule)
     show = t["progress_bar"] if progress is None else progress
+    if show is None:
+        show = sys.stderr.isatty()
     if show:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t["log_every_n_steps"]) // 10)))
+        callbacks.append(StderrProgressBar(refresh_rate=max(1, int(t["log_every_n_steps"]) // 10)))
 
-    if resume_ckpt is not None:
-        _rotate_csv(out / "logs" / "csv")
-    with warnings.catch_warnings():
-        # _rotate_csv has already moved the earlier metrics.csv aside.
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-        loggers = [CSVLogger(str(out), name="logs", version="csv"),
-                   TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False)]
-
+    loggers = [CSVLogger(str(out), name="logs", version="csv"),
+               TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False)]
     trainer = L.Trainer(
         **_trainer_kwargs(t),
         callbacks=callbacks,
@@ -208,14 +325,11 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         default_root_dir=str(out),
         num_sanity_val_steps=0,
     )
+    if resume_ckpt is not None:
+        _rotate_csv(out / "logs" / "csv")
     if trainer.is_global_zero:
         write_config(cfg, out / "config.yaml")
-    with warnings.catch_warnings():
-        # Lightning's advice on num_workers does not apply to a memory-mapped store on a
-        # 2-core machine; everything else is shown.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
     best_score = best_cb.best_model_score
     result = TrainResult(

@@ -56,8 +56,10 @@ class LRStageSchedule(L.Callback):
         return self.stage >= len(self.lr_stages)
 
     # -- Lightning hooks -------------------------------------------------------------
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Also after a resume: the optimizer's lr must be the current stage's.
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the optimizer state of a resumed checkpoint is restored (which happens
+        # after on_fit_start): the rate is the current stage's of the config, so a
+        # resume with other `optim.lr_stages` uses them.
         self._set_lr(trainer, self.lr)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
