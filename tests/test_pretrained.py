@@ -191,7 +191,7 @@ def test_two_concurrent_downloads_of_one_name_fetch_once(server, tmp_path, monke
     assert server.hits == {"/sota/best_model.pth": 1}
 
 
-def test_mirror_replaces_every_source(server, tmp_path, monkeypatch):
+def test_mirror_replaces_every_source(server, tmp_path, monkeypatch, home):
     sd = _sota_state(1)
     f = tmp_path / "best_model.pth"
     torch.save(sd, f)
@@ -204,6 +204,9 @@ def test_mirror_replaces_every_source(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SAMPLECNN_MIRROR", server.url + "/mirror/")
     assert load_model(resolve("sota-mtat-sample")).config.tags == MTAT_TOP50
     assert server.hits == {"/mirror/sota-mtat-sample/best_model.pth": 1}
+    with pytest.raises(ValueError, match="HTTP 404 .*put the file at .*sota-msd-sample"):
+        resolve("sota-msd-sample")  # not on the mirror
+    assert _leftovers(home, "sota-msd-sample") == []
 
 
 def test_no_network_names_the_url_and_where_to_put_the_file(tmp_path, monkeypatch, home, capsys):

@@ -297,7 +297,8 @@ def _download(url: str, dest: Path, by_hand: Path) -> None:
     try:
         resp = urllib.request.urlopen(url, timeout=_TIMEOUT_S)  # noqa: S310 (http/https/file only)
     except urllib.error.HTTPError as err:
-        raise ValueError(f"cannot download {url}: HTTP {err.code} {err.reason}") from None
+        raise ValueError(f"cannot download {url}: HTTP {err.code} {err.reason}; "
+                         f"put the file at {by_hand} by hand, or set {MIRROR_ENV}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ValueError(f"cannot download {url} ({reason}); {hint}") from None
