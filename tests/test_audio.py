@@ -199,7 +199,7 @@ def test_damaged_mp3_becomes_warnings_of_that_file(tmp_path):
     assert streamed == a.warnings
 
 
-@pytest.mark.parametrize("ext", [".wav", ".aiff", ".mp3"])
+@pytest.mark.parametrize("ext", [".wav", ".aiff", ".flac", ".mp3"])
 def test_truncated_file_decodes_what_is_there_with_one_warning(tmp_path, ext):
     whole = write_audio(tmp_path / f"whole{ext}", tone(4.0, 16000, seed=5), 16000)
     data = whole.read_bytes()

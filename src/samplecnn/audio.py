@@ -20,10 +20,12 @@ A file that decodes but not cleanly is used, and says so in its warnings
 line each:
 
 - `truncated: ...`: the data is shorter than the header announces (WAV and AIFF: the
-  header's frame count, exactly; MP3: more than 1 % or 4,608 frames short of the Xing /
-  estimated count, since MP3 headers routinely over-announce a little);
+  header's frame count, exactly; FLAC: STREAMINFO's; MP3: more than 1 % or 4,608 frames
+  short of the Xing / estimated count, since MP3 headers routinely over-announce a
+  little);
 - `decoder: ...`: what libmpg123 reported about damaged frames (an illegal header, a
-  frame that does not fit its bits...), at most five lines per file.
+  frame that does not fit its bits...), at most five lines per file; or where a decoder
+  that failed midway stopped (what decoded before is used).
 
 The decoder's own output never reaches the terminal: it writes to file descriptor 2
 directly, so the decoding calls run with fd 2 pointed at a private file (see
@@ -316,16 +318,22 @@ def _open(path: Path, chatter: list | None = None) -> sf.SoundFile:
     return f
 
 
-def _read(f: sf.SoundFile, frames: int, chatter: list | None) -> np.ndarray:
-    """float32 `(k, channels)`: up to `frames` frames (MP3: `frames` > 0), capturing the
-    decoder's output for MP3."""
+def _read(f: sf.SoundFile, frames: int, chatter: list | None) -> tuple[np.ndarray, str | None]:
+    """(float32 `(k, channels)`: up to `frames` frames, the decoder's error or None),
+    capturing the decoder's output for MP3. A read that fails midway returns the frames
+    decoded before the error with it."""
     if f.format in _CHATTY_FORMATS:
         with _decoder_output(chatter):
             return _read_in_place(f, frames)
-    return f.read(frames, dtype="float32", always_2d=True)
+    return _read_in_place(f, frames)
 
 
-def _read_in_place(f: sf.SoundFile, frames: int) -> np.ndarray:
+def _error_text(err: Exception) -> str:
+    return re.sub(r"^\s*error\s*:\s*", "", " ".join(str(err).split()),
+                  flags=re.IGNORECASE).rstrip(". ") or type(err).__name__
+
+
+def _read_in_place(f: sf.SoundFile, frames: int) -> tuple[np.ndarray, str | None]:
     """Read without the seek that `SoundFile.read` makes after every call.
 
     soundfile re-seeks to the position it just reached after each read; for MP3 that seek
@@ -333,17 +341,25 @@ def _read_in_place(f: sf.SoundFile, frames: int) -> np.ndarray:
     ("part2_3_length too large") and outputs wrong samples for a few frames at every
     block boundary (up to 0.3 of full scale on a clean file). Calling libsndfile's read
     directly keeps the decoder's state, so a file read in blocks equals the file read in
-    one call.
+    one call; it also keeps the frames a failing read decoded before its error (a FLAC
+    file cut short), which `SoundFile.read` drops.
     """
     snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
     if snd is None or ffi is None or getattr(f, "_file", None) is None:  # another soundfile
-        return f.read(frames, dtype="float32", always_2d=True)
+        try:
+            return f.read(frames, dtype="float32", always_2d=True), None
+        except (sf.LibsndfileError, RuntimeError) as err:
+            return np.zeros((0, f.channels), np.float32), _error_text(err)
     buf = np.empty((frames, f.channels), dtype=np.float32)
     n = snd.sf_readf_float(f._file, ffi.cast("float *", buf.ctypes.data), frames)
     code = snd.sf_error(f._file)
     if code != 0 or n < 0:
-        raise sf.LibsndfileError(code)
-    return buf[:n]
+        return buf[:max(int(n), 0)], _error_text(sf.LibsndfileError(code))
+    return buf[:n], None
+
+
+def _stopped(frames: int, sr: int, err: str) -> str:
+    return f"decoder: decoding stopped at {frames / sr:.3f} s ({err}); the rest is not used"
 
 
 # -- truncation -------------------------------------------------------------------------
@@ -400,7 +416,8 @@ def _announced(path: Path, f: sf.SoundFile) -> tuple[int | None, int]:
     """(frames the header announces, frames of shortfall tolerated), or (None, 0).
 
     libsndfile clamps WAV and AIFF frame counts to what the file holds, so their headers
-    are read here; for MP3 its count (Xing header or an estimate) is used with a margin.
+    are read here; FLAC's count is exact; for MP3 its count (Xing header or an estimate)
+    is used with a margin.
     """
     fmt = f.format
     try:
@@ -412,8 +429,13 @@ def _announced(path: Path, f: sf.SoundFile) -> tuple[int | None, int]:
                 return _aiff_frames(fh), 0
     except (OSError, struct.error):
         return None, 0
+    frames = int(f.frames)
+    if not 0 < frames < 1 << 40:  # unknown (0) or a placeholder: nothing is announced
+        return None, 0
     if fmt in ("MP3", "MPEG"):
-        return int(f.frames), max(int(0.01 * f.frames), 4 * 1152)
+        return frames, max(int(0.01 * frames), 4 * 1152)
+    if fmt == "FLAC":  # STREAMINFO's total samples: exact
+        return frames, 0
     return None, 0
 
 
@@ -442,24 +464,27 @@ def probe(path: PathLike) -> AudioInfo:
         )
 
 
-def _read_all(f: sf.SoundFile, path: Path, chatter: list | None) -> np.ndarray:
-    """Decode every frame as float32 `(n, channels)`, trusting the stream, not the header."""
-    try:
-        # One big read first (fast path, sized by the header), then keep reading in case
-        # the header under-announces; the loop ends when the decoder has nothing left.
-        # MP3 (see `_read_in_place`) needs a frame count: the header's estimate, capped so
-        # that an absurd header cannot allocate gigabytes up front.
-        first = (min(max(int(f.frames), 1), 1 << 26) if f.format in _CHATTY_FORMATS
-                 else -1)
-        parts = [_read(f, first, chatter)]
-        while True:
-            block = _read(f, _BLOCK_FRAMES, chatter)
-            if len(block) == 0:
-                break
-            parts.append(block)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, f"decoding failed ({str(err).strip()})") from None
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _read_all(f: sf.SoundFile, path: Path,
+              chatter: list | None) -> tuple[np.ndarray, str | None]:
+    """Decode every frame as float32 `(n, channels)`, trusting the stream, not the header.
+    Returns the frames and, when the decoder failed after some frames, a warning saying
+    where it stopped (`AudioError` when it failed before any)."""
+    # One big read first (fast path, sized by the header's count, capped so that an
+    # absurd header cannot allocate gigabytes up front), then keep reading in case the
+    # header under-announces; the loop ends when the decoder has nothing left.
+    block, err = _read(f, min(max(int(f.frames), 1), 1 << 26), chatter)
+    parts = [block]
+    while err is None:
+        block, err = _read(f, _BLOCK_FRAMES, chatter)
+        if len(block) == 0 and err is None:
+            break
+        parts.append(block)
+    data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if err is None:
+        return data, None
+    if len(data) == 0:
+        raise AudioError(path, f"decoding failed ({err})")
+    return data, _stopped(len(data), int(f.samplerate), err)
 
 
 def _as_path(path) -> Path:
@@ -486,11 +511,12 @@ def load_audio(path: PathLike, sample_rate: int, min_samples: int = 0) -> Audio:
     with _open(path, chatter) as f:
         src_sr, channels = int(f.samplerate), int(f.channels)
         announced = _announced(path, f)
-        data = _read_all(f, path, chatter)
+        data, stop = _read_all(f, path, chatter)
     if len(data) == 0:
         raise AudioError(path, "no audio decoded (empty or truncated stream)")
     _check_samples(data, path)
-    notes = _truncation(announced, len(data), src_sr) + _summarise(chatter)
+    notes = (_truncation(announced, len(data), src_sr) + ([stop] if stop else [])
+             + _summarise(chatter))
     duration = len(data) / src_sr
     x = resample(to_mono(data), src_sr, sample_rate)
     silent = not np.any(x)
@@ -534,16 +560,19 @@ def stream_blocks(path: PathLike, sample_rate: int,
             else soxr.ResampleStream(src_sr, sample_rate, 1, dtype="float32", quality="HQ")
         )
         total = 0
+        stop = None
         while True:
-            try:
-                block = _read(f, _BLOCK_FRAMES, chatter)
-            except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioError(path, f"decoding failed ({str(err).strip()})") from None
-            last = len(block) == 0
-            if not last:
+            block, err = _read(f, _BLOCK_FRAMES, chatter)
+            if err is not None:
+                if total + len(block) == 0:
+                    raise AudioError(path, f"decoding failed ({err})")
+                # What decoded is used; where it stopped becomes a warning.
+                stop = _stopped(total + len(block), src_sr, err)
+            last = len(block) == 0 or err is not None
+            if len(block):
                 _check_samples(block, path)
                 total += len(block)
-            mono = to_mono(block) if not last else np.zeros(0, np.float32)
+            mono = to_mono(block) if len(block) else np.zeros(0, np.float32)
             out = mono if stream is None else stream.resample_chunk(mono, last=last)
             if len(out):
                 yield out
@@ -552,7 +581,8 @@ def stream_blocks(path: PathLike, sample_rate: int,
         if total == 0:
             raise AudioError(path, "no audio decoded (empty or truncated stream)")
         if warnings is not None:
-            warnings.extend(_truncation(announced, total, src_sr) + _summarise(chatter))
+            warnings.extend(_truncation(announced, total, src_sr) + ([stop] if stop else [])
+                            + _summarise(chatter))
 
 
 def windows_from_blocks(
@@ -584,8 +614,9 @@ def stream_windows(
     adds a zero-padded window over the samples after the last full one, `last="drop"`
     keeps full windows only; a source shorter than one window yields exactly one padded
     window under both. Each yielded array is a fresh copy. Raises `AudioError` for unusable files
-    (possibly after some windows were yielded, for a stream that breaks midway). For a
-    path, `warnings` (a list) is appended the file's warnings (see `stream_blocks`).
+    (possibly after some windows were yielded, for NaN samples midway; a decoder that
+    fails midway ends the stream with a warning instead). For a path, `warnings` (a
+    list) is appended the file's warnings (see `stream_blocks`).
     """
     window, hop = int(window), int(hop)
     if window <= 0 or hop <= 0:
