@@ -93,6 +93,27 @@ def test_last_ckpt_is_the_last_epoch_and_moved_runs_keep_their_best(store, tmp_p
     assert summary["best_val_loss"] == pytest.approx(min(losses.values()))
 
 
+def test_run_checkpoint_reads_lightning_checkpoint_state(tmp_path):
+    """Runs written before `RunCheckpoint` (plain ModelCheckpoint state) resume with their
+    best score, and a moved folder's saved paths are rebased, not dropped."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from samplecnn.training import RunCheckpoint
+
+    kw = dict(filename="best", monitor="val_loss", mode="min", save_top_k=1)
+    old = ModelCheckpoint(dirpath=tmp_path / "old/checkpoints", **kw)
+    new = RunCheckpoint(dirpath=tmp_path / "moved/checkpoints", **kw)
+    assert new.state_key == old.state_key
+    old.best_model_score = torch.tensor(0.25)
+    old.best_model_path = str(tmp_path / "old/checkpoints/best.ckpt")
+    old.best_k_models = {old.best_model_path: torch.tensor(0.25)}
+    old.kth_best_model_path, old.kth_value = old.best_model_path, torch.tensor(0.25)
+    new.load_state_dict(old.state_dict())
+    moved = str(tmp_path / "moved/checkpoints/best.ckpt")
+    assert float(new.best_model_score) == 0.25 and new.best_model_path == moved
+    assert list(new.best_k_models) == [moved] and new.kth_best_model_path == moved
+
+
 def test_a_run_folder_has_one_writer(store, tmp_path, capsys):
     cfg = _write(tiny_config(store, tmp_path / "run"), tmp_path / "tiny.yaml")
     with exclusive(tmp_path / "run", "a run folder"):

@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes for data generation/decoding")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-filters", action="store_true", help="skip the filter visualisation")
-    p.add_argument("--no-progress", action="store_true")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_const", const=True,
+                      help="progress bars on stderr even when it is not a terminal")
+    bars.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                      help="no progress bars (default: training bars on a terminal only)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="training-config overrides, e.g. optim.lr=0.002")
     p.set_defaults(func=run)
@@ -38,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, difficulty=args.difficulty, compare=args.compare,
                        quick=args.quick, workers=args.workers, threads=args.threads,
                        filters=not args.no_filters,
-                       progress=False if args.no_progress else None, overrides=args.overrides)
+                       progress=args.progress, overrides=args.overrides)
     print(format_summary(summary))
     return 0

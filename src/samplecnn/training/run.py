@@ -144,6 +144,12 @@ class RunCheckpoint(ModelCheckpoint):
     instead (the file names inside `checkpoints/` are the same).
     """
 
+    @property
+    def state_key(self) -> str:
+        # Lightning's own key, so that run folders written with a plain ModelCheckpoint
+        # resume with their best score too.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("dirpath")
         if saved is not None and self.dirpath is not None and saved != self.dirpath:
