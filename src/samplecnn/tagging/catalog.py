@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from samplecnn.paths import escape_path, path_key, unescape_path
 
-__all__ = ["CatalogRun", "tag_catalog", "read_manifest", "check_manifest", "resolve_manifest_path",
+__all__ = ["CatalogRun", "tag_catalog", "read_manifest", "iter_manifest", "check_manifest", "resolve_manifest_path",
            "ENGINES", "OUTPUT_FORMATS"]
 
 ENGINES = ("local", "ray")
@@ -87,22 +87,30 @@ def resolve_manifest_path(path: str | None, base: str) -> str:
     return path if os.path.isabs(path) else os.path.join(base, path)
 
 
-def read_manifest(manifest: str | os.PathLike) -> list[str]:
-    """The file names a manifest lists, in its order (relative entries resolved against
-    its folder); empty entries are kept so that they are reported as failed files."""
+def iter_manifest(manifest: str | os.PathLike, rows: int = 65_536) -> Iterator[list[str]]:
+    """The file names a manifest lists, in its order, `rows` at a time (never the whole
+    catalog in memory); relative entries are resolved against its folder; empty entries
+    are kept so that they are reported as failed files."""
     kind = check_manifest(manifest)
     base = os.path.dirname(os.path.abspath(manifest))
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        column = pq.read_table(manifest, columns=["path"]).column("path")
+        batches = pq.ParquetFile(manifest).iter_batches(batch_size=rows, columns=["path"])
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        column = pacsv.read_csv(manifest, convert_options=pacsv.ConvertOptions(
-            include_columns=["path"], column_types={"path": pa.string()})).column("path")
-    return [resolve_manifest_path(p, base) for p in column.to_pylist()]
+        batches = pacsv.open_csv(manifest, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                 convert_options=pacsv.ConvertOptions(
+                                     include_columns=["path"], column_types={"path": pa.string()}))
+    for batch in batches:
+        yield [resolve_manifest_path(p, base) for p in batch.column("path").to_pylist()]
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[str]:
+    """Every file name a manifest lists (see `iter_manifest`), as one list."""
+    return [p for chunk in iter_manifest(manifest) for p in chunk]
 
 
 # -- outputs ------------------------------------------------------------------------------

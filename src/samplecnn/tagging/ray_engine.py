@@ -1,13 +1,15 @@
 """The cluster engine: `samplecnn tag --engine ray` on Ray Data.
 
-    paths (a list, or a manifest read by the cluster)
+    paths (a list, and/or a manifest read in chunks into the object store)
       -> decode + cut windows         Ray tasks (CPU), `sources` + the one window grid
       -> score + aggregate per file   an actor pool: a `Tagger` loaded once per actor (on a
                                       GPU when asked), the one batching loop
                                       (`score_messages`), `Tagger.make_record`
       -> records streamed to the driver, written as Parquet parts (or JSONL lines)
 
-A file travels as one row from decoding to scoring (its windows, float32 bytes), so the
+The listing (the paths given, then the manifest's `path` column) is read in chunks and
+put into Ray's object store as Arrow tables, filtered by `--resume` on the way; the
+driver never walks the catalog or keeps its paths. A file travels as one row from decoding to scoring (its windows, float32 bytes), so the
 record is made where its last window is scored, by the same `make_record` as the local
 engine: same files and options, same scores. The driver iterates the results as they come
 (Ray Data's streaming executor bounds what is in flight), so it never holds the catalog's
@@ -23,9 +25,11 @@ Ray is optional: `pip install 'samplecnn[ray]'`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -43,6 +47,7 @@ FAULT_ENV = "SAMPLECNN_RAY_FAULT_FILE"
 # CPUs a decode task asks Ray for: decoding costs a few per cent of scoring, and a small
 # share lets it run beside actors that hold most of a machine's CPUs.
 DECODE_CPUS = 0.25
+BLOCK_BYTES = 8 << 20
 
 
 def require_ray():
@@ -80,28 +85,6 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
     out["starts"] = np.concatenate(starts).astype(np.int64).tobytes()
     out["windows"] = np.concatenate(wins).astype(np.float32).tobytes()
     return out
-
-
-def _manifest_row(row: dict, *, base: str) -> dict:
-    from .catalog import resolve_manifest_path
-
-    return {"path": escape_path(resolve_manifest_path(row.get("path"), base))}
-
-
-class _NotDone:
-    """Filter for `--resume`: keeps rows whose file is not in the done set (held in the
-    object store once, fetched once per worker process)."""
-
-    def __init__(self, done_ref):
-        self.done_ref = done_ref
-        self._done = None
-
-    def __call__(self, row: dict) -> bool:
-        if self._done is None:
-            import ray
-
-            self._done = ray.get(self.done_ref)
-        return path_key(unescape_path(row["path"])) not in self._done
 
 
 def _maybe_fault(calls: int) -> None:
@@ -167,12 +150,15 @@ class _Scorer:
 # -- driver side ------------------------------------------------------------------------
 
 
-def _quiet_ray(ray) -> None:
-    """Only samplecnn's lines on the terminal: no progress bars, execution banners or
-    info logs from Ray."""
+def _configure(ray) -> None:
+    """Only samplecnn's lines on the terminal (no progress bars, execution banners, info
+    logs or warnings from Ray), and blocks small enough to spread files over the actors."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    # A decoded 30 s clip is ~2.6 MB of windows at 22,050 Hz: a few files per block, so
+    # that every actor gets work even from a small catalog (Ray's default is 128 MiB).
+    ctx.target_max_block_size = BLOCK_BYTES
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
@@ -185,11 +171,30 @@ def _connect(ray, address: str | None) -> bool:
     one. Returns True when this call started it (the caller shuts it down)."""
     if ray.is_initialized():
         return False
-    # Ray's C++ core logs to the driver's stderr; its errors reach us as exceptions.
+    # Ray's C++ core logs to the driver's stderr (actor restarts, ...); its failures reach
+    # us as exceptions, so only fatal lines are kept. It announces that level once, while
+    # it starts: that start runs with stderr pointed at /dev/null.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, configure_logging=True)
+    with _stderr_to_devnull():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, configure_logging=True)
     return True
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
@@ -201,15 +206,24 @@ def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     return max(0.25, np.floor(share * 4) / 4)
 
 
-def _count_rows(manifest: str, kind: str) -> int:
-    if kind == "parquet":
-        import pyarrow.parquet as pq
+def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256):
+    """The files to tag as Arrow tables of `rows` escaped absolute names (a `path`
+    column), from the list and then the manifest read in chunks; files in `done` left
+    out. Yields (table, skipped)."""
+    import pyarrow as pa
 
-        return int(pq.ParquetFile(manifest).metadata.num_rows)
-    import csv
+    from .catalog import iter_manifest
 
-    with open(manifest, newline="", encoding="utf-8") as f:
-        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+    def chunks():
+        for i in range(0, len(paths), rows):
+            yield paths[i:i + rows]
+        if manifest is not None:
+            yield from iter_manifest(manifest, rows)
+
+    for chunk in chunks():
+        keys = [path_key(p) if p else "" for p in chunk]
+        kept = [escape_path(k) for k in keys if not (k and k in done)]
+        yield pa.table({"path": pa.array(kept, pa.string())}), len(chunk) - len(kept)
 
 
 def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "parquet",
@@ -244,22 +258,13 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     meta = Tagger.load(model, backend="auto" if is_onnx else "plain", device="cpu")
     grid = meta.grid(hop, last)  # validates the hop
     device = "cuda" if gpus_per_worker > 0 else "cpu"
-    kind = check_manifest(manifest) if manifest is not None else None
+    if manifest is not None:
+        check_manifest(manifest)
 
-    skipped_known = 0
-    done: set[str] = set()
-    if resume:
-        done = done_keys(fmt, output)
-    rows = [{"path": escape_path(path_key(p))} for p in paths]
-    if done:
-        before = len(rows)
-        rows = [r for r in rows if path_key(unescape_path(r["path"])) not in done]
-        skipped_known = before - len(rows)
-    total = len(paths) + (_count_rows(os.fspath(manifest), kind) if manifest is not None else 0)
-
+    done = done_keys(fmt, output) if resume else set()
     started = _connect(ray, ray_address)
     try:
-        _quiet_ray(ray)
+        _configure(ray)
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actor_cpus = cpus_per_worker or _actor_cpus(cluster_cpus, int(num_workers), gpus_per_worker)
         if started and actor_cpus * int(num_workers) + DECODE_CPUS > cluster_cpus:
@@ -267,29 +272,20 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
                              f"decoding on this machine's {cluster_cpus:g}; use fewer workers")
         threads = max(1, int(round(actor_cpus)))
 
-        parts = []
-        if rows:
-            parts.append(ray.data.from_items(rows))
-        if manifest is not None:
-            mpath = os.path.abspath(os.fspath(manifest))
-            if kind == "parquet":
-                mds = ray.data.read_parquet(mpath, columns=["path"])
-            else:
-                import pyarrow as pa
-                import pyarrow.csv as pacsv
-
-                mds = ray.data.read_csv(mpath, convert_options=pacsv.ConvertOptions(
-                    include_columns=["path"], column_types={"path": pa.string()}))
-            mds = mds.map(_manifest_row, fn_kwargs={"base": os.path.dirname(mpath)})
-            if done:
-                mds = mds.filter(_NotDone, fn_constructor_args=(ray.put(done),), concurrency=1)
-            parts.append(mds)
+        # The listing goes to the object store chunk by chunk (the driver keeps references);
+        # a chunk is one block, decoded by one task.
+        refs, total, skipped = [], 0, 0
+        for table, n_skipped in _path_blocks(list(paths), manifest, done):
+            total += table.num_rows + n_skipped
+            skipped += n_skipped
+            if table.num_rows:
+                refs.append(ray.put(table))
         writer = open_output(fmt, output, meta.tags, model_name(model), append=resume,
                              rows_per_part=rows_per_part)
-        if not parts:
+        if not refs:
             write_records([], writer)
-            return CatalogRun(total, total, 0, 0)
-        ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+            return CatalogRun(total, skipped, 0, 0)
+        ds = ray.data.from_arrow_refs(refs)
         ds = ds.map(_decode_row, fn_kwargs={"sample_rate": meta.sample_rate, "grid": grid},
                     num_cpus=DECODE_CPUS)
         ds = ds.map_batches(
@@ -299,9 +295,12 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
                                        top_k=int(top_k), last=last),
             batch_size=int(files_per_batch), batch_format="numpy", concurrency=int(num_workers),
             num_cpus=actor_cpus, **({"num_gpus": gpus_per_worker} if gpus_per_worker > 0 else {}))
-        records = (json.loads(row["record"]) for row in ds.iter_rows())
-        tagged, failed = write_records(records, writer, on_record)
+        with warnings.catch_warnings():
+            # Ray Data's advice (block counts, deprecations) is for Ray users, not ours.
+            warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+            records = (json.loads(row["record"]) for row in ds.iter_rows())
+            tagged, failed = write_records(records, writer, on_record)
     finally:
         if started:
             ray.shutdown()
-    return CatalogRun(total, total - tagged if manifest is not None else skipped_known, tagged, failed)
+    return CatalogRun(total, skipped, tagged, failed)

@@ -1,0 +1,191 @@
+"""The Ray engine on a local Ray instance (2 CPUs, no dashboard, loopback only): same
+scores as the local engine, manifests, resume after an interrupted run, and a scoring
+actor killed mid-run."""
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from samplecnn.checkpoint import save_checkpoint  # noqa: E402
+from samplecnn.cli import main  # noqa: E402
+from samplecnn.models import create_model  # noqa: E402
+from samplecnn.paths import path_key  # noqa: E402
+from samplecnn.tagging.catalog import tag_catalog  # noqa: E402
+from samplecnn.tagging.parquet import read_output  # noqa: E402
+from samplecnn.tagging.ray_engine import FAULT_ENV  # noqa: E402
+
+TAGS = ["rock", "piano", "quiet", "male vocal"]
+SR = 16000
+# Ray on a loaded 2-core machine can take a while to start, but never forever: past this,
+# the test process prints every thread's stack and exits instead of hanging CI.
+WATCHDOG_S = 600
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """One local Ray instance for the module; the fault hook's file lives in its folder."""
+    fault_dir = tmp_path_factory.mktemp("fault")
+    os.environ[FAULT_ENV] = str(fault_dir / "crash-after")  # inherited by Ray's workers
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    ray.init(num_cpus=2, include_dashboard=False, address="local", _node_ip_address="127.0.0.1",
+             log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield fault_dir / "crash-after"
+    finally:
+        ray.shutdown()
+        faulthandler.cancel_dump_traceback_later()
+        os.environ.pop(FAULT_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=1)
+    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+
+
+def _write(path, seconds, seed, rate=SR):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    """Good files (one at another rate, one in a subfolder) and broken ones."""
+    root = tmp_path_factory.mktemp("music")
+    good = [_write(root / f"t{i}.wav", 3.0 - 0.4 * i, i) for i in range(5)]
+    good.append(_write(root / "sub" / "u.flac", 2.0, 9, rate=22050))
+    (root / "empty.mp3").write_bytes(b"")
+    (root / "sub" / "junk.mp3").write_bytes(b"\x00\x01garbage" * 200)
+    (root / "trunc.wav").write_bytes((root / "t0.wav").read_bytes()[:30])
+    bad = [str(root / "empty.mp3"), str(root / "sub" / "junk.mp3"), str(root / "trunc.wav")]
+    return root, good, bad
+
+
+@pytest.fixture(scope="module")
+def local_rows(ckpt, catalog, tmp_path_factory):
+    root, _, _ = catalog
+    out = tmp_path_factory.mktemp("local") / "tags"
+    assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--workers", "0",
+                 "-q"]) == 1
+    return {path_key(r["path"]): r for r in read_output(out).to_pylist()}
+
+
+def _rows(out):
+    return {path_key(r["path"]): r for r in read_output(out).to_pylist()}
+
+
+def _raw_count(out):
+    return sum(pq.read_metadata(p).num_rows for p in out.glob("part-*.parquet"))
+
+
+def _assert_same(rows, reference, keys):
+    assert set(rows) == set(keys)
+    for k in keys:
+        r, ref = rows[k], reference[k]
+        assert (r["error"] is None) == (ref["error"] is None), k
+        assert r["segments"] == ref["segments"] and r["duration_s"] == ref["duration_s"]
+        if ref["error"] is None:
+            np.testing.assert_allclose([r[t] for t in TAGS], [ref[t] for t in TAGS], atol=1e-5)
+            assert [t["tag"] for t in r["top"]] == [t["tag"] for t in ref["top"]]
+
+
+def test_ray_gives_the_local_engines_scores_on_good_and_broken_files(ray_local, ckpt, catalog,
+                                                                     local_rows, tmp_path, capsys):
+    root, good, bad = catalog
+    out = tmp_path / "tags"
+    assert main(["tag", ckpt, str(root), "--engine", "ray", "--num-workers", "2",
+                 "--batch-size", "3", "-o", str(out)]) == 1  # some files failed
+    err = capsys.readouterr().err
+    for b in bad:
+        assert b in err
+    assert f"{len(bad)} of {len(good) + len(bad)} file(s) failed" in err
+    rows = _rows(out)
+    _assert_same(rows, local_rows, {path_key(p) for p in good + bad})
+    assert _raw_count(out) == len(good) + len(bad)
+    assert {r["model"] for r in rows.values()} == {"m.ckpt"}
+    for b in bad:
+        assert rows[path_key(b)]["error"] and rows[path_key(b)]["rock"] is None
+
+
+def test_a_manifest_csv_or_parquet_is_read_by_the_cluster(ray_local, ckpt, catalog, local_rows,
+                                                          tmp_path):
+    root, good, bad = catalog
+    csv_manifest = root / "catalog.csv"
+    rel = [os.path.relpath(p, root) for p in good[:3]] + ["not-there.wav"]
+    csv_manifest.write_text("path,genre\n" + "".join(f"{p},x\n" for p in rel))
+    pq_manifest = tmp_path / "catalog.parquet"
+    pq.write_table(pa.table({"path": good[3:] + bad[:1]}), pq_manifest)
+
+    run = tag_catalog(ckpt, manifest=csv_manifest, output=tmp_path / "a", engine="ray")
+    assert (run.total, run.tagged, run.failed) == (4, 4, 1)
+    rows = _rows(tmp_path / "a")
+    missing = path_key(root / "not-there.wav")
+    assert set(rows) == {path_key(p) for p in good[:3]} | {missing}
+    assert rows[missing]["error"]
+    _assert_same({k: v for k, v in rows.items() if k != missing}, local_rows,
+                 {path_key(p) for p in good[:3]})
+
+    # JSONL stays available on Ray: the same records as the local engine's rows.
+    jl = tmp_path / "b.jsonl"
+    run = tag_catalog(ckpt, manifest=pq_manifest, output=jl, fmt="jsonl", engine="ray",
+                      num_workers=2)
+    assert (run.total, run.tagged, run.failed) == (4, 4, 1)
+    recs = {path_key(r["path"]): r for r in map(json.loads, jl.read_text().splitlines())}
+    assert set(recs) == {path_key(p) for p in good[3:] + bad[:1]}
+    assert recs[path_key(bad[0])]["error"] and recs[path_key(bad[0])]["tags"] is None
+    for p in good[3:]:
+        ref = local_rows[path_key(p)]
+        np.testing.assert_allclose([recs[path_key(p)]["tags"][t] for t in TAGS],
+                                   [ref[t] for t in TAGS], atol=1e-5)
+
+
+def test_resume_after_an_interrupted_run_tags_only_what_is_missing(ray_local, ckpt, catalog,
+                                                                   local_rows, tmp_path):
+    root, good, _ = catalog
+    out = tmp_path / "tags"
+    seen = []
+
+    def interrupt(rec):
+        seen.append(rec["path"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the driver is stopped after two part files
+
+    with pytest.raises(KeyboardInterrupt):
+        tag_catalog(ckpt, good, output=out, engine="ray", rows_per_part=1, files_per_batch=1,
+                    on_record=interrupt)
+    assert len(_rows(out)) == 2
+    resumed = []
+    run = tag_catalog(ckpt, good, output=out, engine="ray", resume=True,
+                      on_record=lambda r: resumed.append(path_key(r["path"])))
+    assert (run.total, run.skipped, run.tagged, run.failed) == (len(good), 2, len(good) - 2, 0)
+    assert sorted(resumed) == sorted(set(map(path_key, good)) - set(map(path_key, seen)))
+    assert _raw_count(out) == len(good)  # nothing written twice
+    _assert_same(_rows(out), local_rows, {path_key(p) for p in good})
+
+
+def test_a_scoring_actor_killed_mid_run_loses_and_duplicates_nothing(ray_local, ckpt, catalog,
+                                                                     local_rows, tmp_path):
+    root, good, bad = catalog
+    ray_local.write_text("3")  # the actor exits hard when it starts its 3rd batch
+    out = tmp_path / "tags"
+    run = tag_catalog(ckpt, [str(root)], output=out, engine="ray", num_workers=1,
+                      files_per_batch=1)
+    assert ray_local.with_name(ray_local.name + ".fired").exists()  # it did die
+    assert not ray_local.exists()
+    assert (run.tagged, run.failed) == (len(good) + len(bad), len(bad))
+    assert _raw_count(out) == len(good) + len(bad)
+    _assert_same(_rows(out), local_rows, {path_key(p) for p in good + bad})
