@@ -210,8 +210,19 @@ def test_page_tags_a_clip_and_follows_playback(browser, server, tagger, clip):
             break
     assert page.evaluate("document.activeElement.id") == "file"
 
+    # what the progress indicator does on the way: upload fractions, then "scoring"
+    page.evaluate("""() => { window.seen = [];
+        const p = document.getElementById('progress');
+        new MutationObserver(() => window.seen.push([document.body.dataset.state,
+            p.hasAttribute('value') ? 'bar' : 'indeterminate'])).observe(document.body,
+            {attributes: true, attributeFilter: ['data-state']}); }""")
     page.set_input_files("#file", str(clip))
     wait_done(page)
+    seen = [tuple(x) for x in page.evaluate("window.seen")]
+    seen = [x for i, x in enumerate(seen) if i == 0 or x != seen[i - 1]]
+    assert [state for state, _ in seen] == ["uploading", "scoring", "done"], seen
+    assert seen[0][1] == "bar" and seen[1][1] == "indeterminate", seen
+    assert page.is_hidden("#progress-row")
 
     # the bars show the service's scores: compare with an independent in-process tagging
     expected = tagger.tag(str(clip), top_k=TOP_K)
