@@ -293,3 +293,18 @@ def test_names_that_are_not_utf8_open_and_fail_in_one_printable_line(tmp_path):
     assert text.endswith("gone\\xff.mp3: file not found") and "\n" not in text
     text.encode("utf-8")  # printable and writable as it is
     assert err.value.path == gone
+
+
+def test_a_badly_damaged_mp3_gives_at_most_five_decoder_lines_and_a_count(tmp_path):
+    p = write_audio(tmp_path / "whole.mp3", tone(8.0, 16000, seed=7), 16000)
+    data = bytearray(p.read_bytes())
+    syncs = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0]
+    for s in syncs[10::12][:12]:  # a dozen frame headers inverted along the file
+        for k in range(s, s + 4):
+            data[k] ^= 0xFF
+    (tmp_path / "bad.mp3").write_bytes(bytes(data))
+    a = load_audio(tmp_path / "bad.mp3", 16000)
+    decoder = [w for w in a.warnings if w.startswith("decoder: ")]
+    assert len(decoder) == 6 and len(set(decoder)) == 6
+    assert decoder[-1].startswith("decoder: and ") and decoder[-1].endswith(" more message(s)")
+    assert len(a.samples) > 0.5 * 8 * 16000

@@ -289,7 +289,7 @@ def _summarise(decoder_lines: list) -> list:
     if len(distinct) <= _MAX_DECODER_LINES:
         return distinct
     rest = len(distinct) - _MAX_DECODER_LINES
-    return distinct[:_MAX_DECODER_LINES] + [f"decoder: {rest} more message(s) of this kind"]
+    return distinct[:_MAX_DECODER_LINES] + [f"decoder: and {rest} more message(s)"]
 
 
 def _open(path: Path, chatter: list | None = None) -> sf.SoundFile:
