@@ -487,7 +487,7 @@
     else if (e.key === "ArrowLeft") seek(t - step);
     else if (e.key === "Home") seek(0);
     else if (e.key === "End") seek(view.duration);
-    else if (e.key === " ") { if (ui.player.paused) ui.player.play(); else ui.player.pause(); }
+    else if (e.key === " ") { if (ui.player.paused) ui.player.play().catch(() => {}); else ui.player.pause(); }
     else return;
     e.preventDefault();
   });
