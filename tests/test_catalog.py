@@ -167,3 +167,23 @@ def test_the_ray_engine_without_ray_says_how_to_install_it(ckpt, folder, tmp_pat
     err = capsys.readouterr().err
     assert "pip install 'samplecnn[ray]'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_in_parquet_and_resumed(ckpt, tmp_path, capsys):
+    import os
+
+    from samplecnn.paths import unescape_path
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    name = os.fsdecode(os.path.join(os.fsencode(str(root)), b"caf\xe9 \\ 1.wav"))
+    sf.write(root / "plain.wav", np.zeros(SR, np.float32) + 0.1, SR)
+    os.rename(os.fsencode(str(root / "plain.wav")), os.fsencode(name))
+    out = tmp_path / "tags"
+    assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--workers", "0"]) == 0
+    (row,) = read_output(out).to_pylist()
+    assert row["path"].endswith("caf\\xe9 \\\\ 1.wav") and unescape_path(row["path"]) == name
+    assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--workers", "0",
+                 "--resume"]) == 0
+    assert "1 file(s) already done" in capsys.readouterr().err
+    assert read_output(out).num_rows == 1
