@@ -20,7 +20,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
 from samplecnn.models import create_model  # noqa: E402
-from samplecnn.paths import path_key  # noqa: E402
+from samplecnn.paths import path_key, unescape_path  # noqa: E402
 from samplecnn.tagging.catalog import tag_catalog  # noqa: E402
 from samplecnn.tagging.parquet import read_output  # noqa: E402
 from samplecnn.tagging.ray_engine import FAULT_ENV  # noqa: E402
@@ -64,10 +64,14 @@ def _write(path, seconds, seed, rate=SR):
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
-    """Good files (one at another rate, one in a subfolder) and broken ones."""
+    """Good files (one at another rate, one in a subfolder, one not UTF-8) and broken ones."""
     root = tmp_path_factory.mktemp("music")
     good = [_write(root / f"t{i}.wav", 3.0 - 0.4 * i, i) for i in range(5)]
     good.append(_write(root / "sub" / "u.flac", 2.0, 9, rate=22050))
+    # A name that is not UTF-8 travels through Ray (as its escaped text) and back.
+    odd = os.fsdecode(os.path.join(os.fsencode(str(root)), b"caf\xe9 \\.wav"))
+    os.rename(_write(root / "plain.wav", 1.5, 11), odd)
+    good.append(odd)
     (root / "empty.mp3").write_bytes(b"")
     (root / "sub" / "junk.mp3").write_bytes(b"\x00\x01garbage" * 200)
     (root / "trunc.wav").write_bytes((root / "t0.wav").read_bytes()[:30])
@@ -81,11 +85,16 @@ def local_rows(ckpt, catalog, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "tags"
     assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--workers", "0",
                  "-q"]) == 1
-    return {path_key(r["path"]): r for r in read_output(out).to_pylist()}
+    return _rows(out)
+
+
+def _key(text):
+    """The file a record's (escaped) `path` names."""
+    return path_key(unescape_path(text))
 
 
 def _rows(out):
-    return {path_key(r["path"]): r for r in read_output(out).to_pylist()}
+    return {_key(r["path"]): r for r in read_output(out).to_pylist()}
 
 
 def _raw_count(out):
@@ -128,7 +137,8 @@ def test_a_manifest_csv_or_parquet_is_read_by_the_cluster(ray_local, ckpt, catal
     rel = [os.path.relpath(p, root) for p in good[:3]] + ["not-there.wav"]
     csv_manifest.write_text("path,genre\n" + "".join(f"{p},x\n" for p in rel))
     pq_manifest = tmp_path / "catalog.parquet"
-    pq.write_table(pa.table({"path": good[3:] + bad[:1]}), pq_manifest)
+    listed = good[3:-1] + bad[:1]  # a manifest holds UTF-8 text: not the odd name
+    pq.write_table(pa.table({"path": listed}), pq_manifest)
 
     run = tag_catalog(ckpt, manifest=csv_manifest, output=tmp_path / "a", engine="ray")
     assert (run.total, run.tagged, run.failed) == (4, 4, 1)
@@ -144,10 +154,10 @@ def test_a_manifest_csv_or_parquet_is_read_by_the_cluster(ray_local, ckpt, catal
     run = tag_catalog(ckpt, manifest=pq_manifest, output=jl, fmt="jsonl", engine="ray",
                       num_workers=2)
     assert (run.total, run.tagged, run.failed) == (4, 4, 1)
-    recs = {path_key(r["path"]): r for r in map(json.loads, jl.read_text().splitlines())}
-    assert set(recs) == {path_key(p) for p in good[3:] + bad[:1]}
+    recs = {_key(r["path"]): r for r in map(json.loads, jl.read_text().splitlines())}
+    assert set(recs) == {path_key(p) for p in listed}
     assert recs[path_key(bad[0])]["error"] and recs[path_key(bad[0])]["tags"] is None
-    for p in good[3:]:
+    for p in good[3:-1]:
         ref = local_rows[path_key(p)]
         np.testing.assert_allclose([recs[path_key(p)]["tags"][t] for t in TAGS],
                                    [ref[t] for t in TAGS], atol=1e-5)
@@ -160,7 +170,7 @@ def test_resume_after_an_interrupted_run_tags_only_what_is_missing(ray_local, ck
     seen = []
 
     def interrupt(rec):
-        seen.append(rec["path"])
+        seen.append(_key(rec["path"]))
         if len(seen) == 2:
             raise KeyboardInterrupt  # the driver is stopped after two part files
 
@@ -170,9 +180,9 @@ def test_resume_after_an_interrupted_run_tags_only_what_is_missing(ray_local, ck
     assert len(_rows(out)) == 2
     resumed = []
     run = tag_catalog(ckpt, good, output=out, engine="ray", resume=True,
-                      on_record=lambda r: resumed.append(path_key(r["path"])))
+                      on_record=lambda r: resumed.append(_key(r["path"])))
     assert (run.total, run.skipped, run.tagged, run.failed) == (len(good), 2, len(good) - 2, 0)
-    assert sorted(resumed) == sorted(set(map(path_key, good)) - set(map(path_key, seen)))
+    assert sorted(resumed) == sorted(set(map(path_key, good)) - set(seen))
     assert _raw_count(out) == len(good)  # nothing written twice
     _assert_same(_rows(out), local_rows, {path_key(p) for p in good})
 

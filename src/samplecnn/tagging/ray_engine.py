@@ -8,9 +8,9 @@
       -> records streamed to the driver, written as Parquet parts (or JSONL lines)
 
 The listing (the paths given, then the manifest's `path` column) is read in chunks and
-put into Ray's object store as Arrow tables, filtered by `--resume` on the way; the
-driver never walks the catalog or keeps its paths. A file travels as one row from decoding to scoring (its windows, float32 bytes), so the
-record is made where its last window is scored, by the same `make_record` as the local
+put into Ray's object store as Arrow tables, filtered by `--resume` on the way; with a
+manifest, the driver never walks the catalog or keeps its paths. A file travels as one
+row from decoding to scoring (its windows, float32 bytes), so the record is made where its last window is scored, by the same `make_record` as the local
 engine: same files and options, same scores. The driver iterates the results as they come
 (Ray Data's streaming executor bounds what is in flight), so it never holds the catalog's
 audio or all its records.
@@ -150,20 +150,34 @@ class _Scorer:
 # -- driver side ------------------------------------------------------------------------
 
 
-def _configure(ray) -> None:
-    """Only samplecnn's lines on the terminal (no progress bars, execution banners, info
-    logs or warnings from Ray), and blocks small enough to spread files over the actors."""
+_SETTINGS = {
+    # A decoded 30 s clip is ~2.6 MB of windows at 22,050 Hz: a few files per block, so
+    # that every actor gets work even from a small catalog (Ray's default is 128 MiB).
+    "target_max_block_size": BLOCK_BYTES,
+    # Only samplecnn's lines on the terminal.
+    "enable_progress_bars": False,
+    "print_on_execution_start": False,
+    "verbose_stats_logs": False,
+}
+
+
+@contextlib.contextmanager
+def _configured():
+    """Ray Data settings for one run (the caller's own are put back after it), with
+    Ray's info logs off."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    # A decoded 30 s clip is ~2.6 MB of windows at 22,050 Hz: a few files per block, so
-    # that every actor gets work even from a small catalog (Ray's default is 128 MiB).
-    ctx.target_max_block_size = BLOCK_BYTES
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.verbose_stats_logs = False
-    for name in ("ray", "ray.data", "ray.data._internal"):
+    saved = {k: getattr(ctx, k) for k in _SETTINGS if hasattr(ctx, k)}
+    for k in saved:
+        setattr(ctx, k, _SETTINGS[k])
+    for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -262,9 +276,11 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
         check_manifest(manifest)
 
     done = done_keys(fmt, output) if resume else set()
-    started = _connect(ray, ray_address)
-    try:
-        _configure(ray)
+    with contextlib.ExitStack() as stack:
+        started = _connect(ray, ray_address)
+        if started:
+            stack.callback(ray.shutdown)
+        stack.enter_context(_configured())
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actor_cpus = cpus_per_worker or _actor_cpus(cluster_cpus, int(num_workers), gpus_per_worker)
         if started and actor_cpus * int(num_workers) + DECODE_CPUS > cluster_cpus:
@@ -300,7 +316,4 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")
             records = (json.loads(row["record"]) for row in ds.iter_rows())
             tagged, failed = write_records(records, writer, on_record)
-    finally:
-        if started:
-            ray.shutdown()
     return CatalogRun(total, skipped, tagged, failed)
