@@ -444,18 +444,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_uvicorn_on_loopback(tagger, files):
+def test_uvicorn_on_loopback_and_a_graceful_stop(ckpt, files):
+    """A real server: it serves, and asked to stop with a request in flight, it finishes
+    that request (200), then stops and removes its private folder."""
     uvicorn = pytest.importorskip("uvicorn")
     good, _ = files
-    app = create_app(tagger, decode_workers=1)
+    runner = GatedRunner(Tagger.load(ckpt).runner)
+    app = create_app(Tagger(runner), decode_workers=1)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
+    data = good["a.wav"].read_bytes()
+    answers = []
     try:
-        for _ in range(200):  # bounded: at most ~20 s
+        for _ in range(300):  # bounded: at most ~30 s
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
@@ -464,15 +469,26 @@ def test_uvicorn_on_loopback(tagger, files):
             time.sleep(0.1)
         else:
             pytest.fail("the server did not come up")
-        r = httpx.post(f"{base}/v1/tag", files={"file": ("a.wav", good["a.wav"].read_bytes())}, timeout=60)
-        assert r.status_code == 200 and r.json()["tags"] == pytest.approx(tagger.tag(str(good["a.wav"]))["tags"], abs=1e-6)
         page = httpx.get(f"{base}/", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         tmpdir = app.state.service.tmpdir
+        client = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{base}/v1/tag", files={"file": ("a.wav", data)}, timeout=120)))
+        client.start()
+        assert runner.entered.wait(60)  # the request is being scored
+        server.should_exit = True  # Ctrl-C, as uvicorn sees it
+        time.sleep(0.5)
+        assert thread.is_alive()  # still serving the request in flight
+        runner.gate.set()
+        client.join(60)
     finally:
+        runner.gate.set()
         server.should_exit = True
-        thread.join(30)
+        thread.join(60)
     assert not thread.is_alive()
+    (r,) = answers
+    assert r.status_code == 200
+    assert r.json()["tags"] == pytest.approx(Tagger.load(ckpt).tag(str(good["a.wav"]))["tags"], abs=1e-6)
     assert not os.path.exists(tmpdir)  # shutdown removed the private folder
 
 
