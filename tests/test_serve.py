@@ -224,6 +224,12 @@ def test_bad_parameters_are_one_line_422s(srv, files):
         assert words in err and "\n" not in err
     r = srv.call(srv.client.post("/v1/tag", files={"other": ("a.wav", data)}))
     assert r.status_code == 400 and "'file'" in r.json()["error"]
+    r = srv.post("/v1/tag", "x" * 2000 + ".wav", data)
+    assert r.status_code == 400 and "file name is longer" in r.json()["error"]
+    r = srv.call(srv.client.post("/v1/tag", content=b"--b\r\nX-Long: " + b"y" * 40000 + b"\r\n\r\n--b--\r\n",
+                                 headers={"content-type": "multipart/form-data; boundary=b"}))
+    assert r.status_code == 400 and "header" in r.json()["error"]  # python-multipart's limit, or ours
+    assert os.listdir(srv.service.tmpdir) == []
 
 
 # -- bad input: an answer, never a crash ----------------------------------------------------

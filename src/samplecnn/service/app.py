@@ -44,7 +44,7 @@ from samplecnn.metrics import check_aggregation
 
 from . import decode
 from .scoring import HeadScorer, ScorerError
-from .upload import ApiError, Upload, receive_upload
+from .upload import MAX_NAME, ApiError, Upload, receive_upload
 
 __all__ = ["create_app", "STATIC_DIR"]
 
@@ -434,7 +434,7 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
 
     hop_q = Query(None, gt=0, description="hop between windows in seconds (default: one window)")
     last_q = Query("pad", description="the samples after the last full window: pad (score them) or drop")
-    name_q = Query(None, max_length=1024, description="the file name reported back for a raw body")
+    name_q = Query(None, max_length=MAX_NAME, description="the file name reported back for a raw body")
     errs = _errors(400, 401, 413, 415, 422, 500, 503, 504)
 
     @app.post("/v1/tag", response_model=TagOut, dependencies=[Depends(require_key)], responses=errs,

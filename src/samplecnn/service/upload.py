@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - older python-multipart
 __all__ = ["ApiError", "Upload", "receive_upload", "safe_suffix"]
 
 RAW_TYPES = ("audio/", "application/octet-stream")
+MAX_NAME = 1024  # characters of a file name (file systems stop at 255 bytes)
+MAX_PART_HEADER = 16384  # bytes of one multipart header (python-multipart >= 0.0.18 stops at 4 KiB)
 
 
 class ApiError(Exception):
@@ -129,7 +131,7 @@ async def _receive_multipart(request, params: dict, spool: _Spool, max_bytes: in
     if not boundary:
         raise ApiError(400, "multipart body without a boundary")
     state = {"field": b"", "value": b"", "headers": {}, "in_file": False, "name": None,
-             "done": False}
+             "done": False, "problem": None}
 
     def on_part_begin():
         state["headers"] = {}
@@ -139,6 +141,9 @@ async def _receive_multipart(request, params: dict, spool: _Spool, max_bytes: in
 
     def on_header_value(data, start, end):
         state["value"] += data[start:end]
+        if len(state["value"]) > MAX_PART_HEADER:
+            state["problem"] = f"a multipart header longer than {MAX_PART_HEADER} bytes"
+            state["value"] = b""
 
     def on_header_end():
         state["headers"][state["field"].lower()] = state["value"]
@@ -151,6 +156,10 @@ async def _receive_multipart(request, params: dict, spool: _Spool, max_bytes: in
         if state["in_file"]:
             raw = opts.get(b"filename")
             state["name"] = raw.decode("utf-8", "replace") if raw is not None else "upload"
+            if len(state["name"]) > MAX_NAME:
+                state["problem"] = f"the file name is longer than {MAX_NAME} characters"
+                state["in_file"] = False
+                return
             spool.open(state["name"])
 
     def on_part_data(data, start, end):
@@ -177,6 +186,8 @@ async def _receive_multipart(request, params: dict, spool: _Spool, max_bytes: in
                 raise _too_large(max_bytes)
             if chunk:
                 parser.write(chunk)
+            if state["problem"]:
+                raise ApiError(400, state["problem"])
         parser.finalize()
     except (ApiError, ClientDisconnect):
         raise
