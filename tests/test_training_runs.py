@@ -134,11 +134,27 @@ def test_typed_config_errors_name_the_key_and_make_no_run_folder(store, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("overrides, words", [
+    (["trainer.accelerator=tpu"], "trainer options: "),
+    (["trainer.devices=abc"], "trainer options: "),
+    (["optim.recipe=paper", "optim.lr_stages=[0.1, a]"], "optim.lr_stages must be a non-empty list"),
+])
+def test_options_lightning_or_the_recipe_refuse_are_one_line_errors_before_any_folder(
+        store, tmp_path, capsys, overrides, words):
+    cfg = _write(tiny_config(store, tmp_path / "run"), tmp_path / "tiny.yaml")
+    assert main(["train", "--config", str(cfg), *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
 def test_numbers_in_exponent_form_are_numbers(tmp_path):
     from samplecnn.training import load_config
 
     cfg = load_config(None, ["optim.recipe=adam", "optim.lr=3e-4"], base={"model": {"name": "samplecnn"}})
     assert cfg["optim"]["lr"] == 3e-4
+    cfg = load_config(None, ["optim.lr_stages=[1e-2, 2e-3]"], base={"model": {"name": "samplecnn"}})
+    assert cfg["optim"]["lr_stages"] == [0.01, 0.002]
     with pytest.raises(ValueError, match="data.num_workers must be at least 0"):
         load_config(None, ["data.num_workers=-1"], base={"model": {"name": "samplecnn"}})
     with pytest.raises(ValueError, match="trainer.deterministic must be true or false"):

@@ -200,12 +200,7 @@ def resolve_config(config: dict) -> dict:
         raise ValueError(f"data.train_mode must be 'consecutive' or 'random', got {d['train_mode']!r}")
     _check_types(out, recipe)
     o = out["optim"]
-    if recipe == "paper":
-        if not o["lr_stages"] or any(float(x) <= 0 for x in o["lr_stages"]):
-            raise ValueError(f"optim.lr_stages must be a non-empty list of positive rates, got {o['lr_stages']!r}")
-        if int(o["patience"]) < 1:
-            raise ValueError(f"optim.patience must be at least 1, got {o['patience']!r}")
-    elif o["schedule"] not in ("cosine", "plateau", "constant"):
+    if recipe != "paper" and o["schedule"] not in ("cosine", "plateau", "constant"):
         raise ValueError(f"optim.schedule must be cosine, plateau or constant, got {o['schedule']!r}")
     return out
 
@@ -280,6 +275,14 @@ def _check_types(config: dict, recipe: str) -> None:
             raise ValueError(f"{key} must be {kind}{' or null' if nullable else ''}, got {value!r}")
         if minimum is not None and value < minimum:
             raise ValueError(f"{key} must be at least {minimum:g}, got {value!r}")
+    if recipe == "paper":
+        stages = config["optim"]["lr_stages"]
+        if isinstance(stages, list):
+            stages = config["optim"]["lr_stages"] = [
+                float(x) if isinstance(x, str) and _EXPONENT.fullmatch(x.strip()) else x for x in stages]
+        if (not isinstance(stages, list) or not stages
+                or not all(_type_ok(x, _NUM) and x > 0 for x in stages)):
+            raise ValueError(f"optim.lr_stages must be a non-empty list of positive rates, got {stages!r}")
     if recipe == "adam":
         betas = config["optim"]["betas"]
         if (not isinstance(betas, list) or len(betas) != 2

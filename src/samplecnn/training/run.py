@@ -36,6 +36,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..atomic import write_json
 from ..checkpoint import atomic_torch_save
@@ -320,17 +321,23 @@ def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
 
     loggers = [CSVLogger(str(out), name="logs", version="csv"),
                TensorBoardLogger(str(out), name="logs", version="tb", default_hp_metric=False)]
-    trainer = L.Trainer(
-        **_trainer_kwargs(t),
-        callbacks=callbacks,
-        logger=loggers,
-        enable_progress_bar=bool(show),
-        enable_model_summary=False,
-        use_distributed_sampler=False,   # EpochSampler shards by rank itself
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(out),
-        num_sanity_val_steps=0,
-    )
+    try:
+        trainer = L.Trainer(
+            **_trainer_kwargs(t),
+            callbacks=callbacks,
+            logger=loggers,
+            enable_progress_bar=bool(show),
+            enable_model_summary=False,
+            use_distributed_sampler=False,   # EpochSampler shards by rank itself
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(out),
+            num_sanity_val_steps=0,
+        )
+    except (MisconfigurationException, TypeError, ImportError) as err:
+        # A trainer option Lightning refuses (accelerator, devices, strategy, precision;
+        # an accelerator whose package is missing): a user error, before the run folder
+        # is made.
+        raise ValueError(f"trainer options: {err}") from None
     if resume_ckpt is not None:
         _rotate_csv(out / "logs" / "csv")
     if trainer.is_global_zero:
