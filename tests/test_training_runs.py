@@ -118,7 +118,9 @@ def test_a_run_folder_has_one_writer(store, tmp_path, capsys):
     cfg = _write(tiny_config(store, tmp_path / "run"), tmp_path / "tiny.yaml")
     with exclusive(tmp_path / "run", "a run folder"):
         assert main(["train", "--config", str(cfg)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == ""                  # refused before any note about the store
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and "in use by another samplecnn process" in err[0] and "run" in err[0]
     assert not (tmp_path / "run").exists()
 

@@ -270,15 +270,15 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
     # Absolute in the run's config.yaml: a resume from another working directory reads
     # the same store.
     cfg["data"]["store"] = os.path.abspath(os.path.expanduser(cfg["data"]["store"]))
-    store = SegmentStore(cfg["data"]["store"])
-    model_config = build_model_config(cfg, store, warn=log)
-
-    t = cfg["trainer"]
-    runtime_for_mode(t["fast_steps"], t["num_threads"]).apply()
     out = Path(cfg["out_dir"])
     hold = contextlib.nullcontext() if _launched_worker() else exclusive(out, "the run folder")
-    with hold, _quiet_lightning():
-        return _fit(cfg, store, model_config, out, resume_ckpt, progress)
+    with hold:
+        store = SegmentStore(cfg["data"]["store"])
+        model_config = build_model_config(cfg, store, warn=log)
+        t = cfg["trainer"]
+        runtime_for_mode(t["fast_steps"], t["num_threads"]).apply()
+        with _quiet_lightning():
+            return _fit(cfg, store, model_config, out, resume_ckpt, progress)
 
 
 def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
