@@ -14,6 +14,10 @@ complete and verified (`samplecnn.atomic`), under one lock per name
 (`samplecnn.locks.exclusive`): a failed, interrupted or corrupt download leaves nothing
 behind, and two processes asking for one name download it once.
 
+Why one module of this size: the registry entries, the download (mirror, bundles,
+progress, integrity) and the converted cache are one contract, "a name resolves to a
+verified checkpoint"; the converters themselves live in `samplecnn.importers`.
+
 Integrity: sota-music-tagging-models' files are checked against their git blob ids (the
 SHA-1 of `b"blob <size>\\0" + content`, what GitHub's tree lists); CLMR publishes no hash, so
 the SHA-256 of the first download is recorded in `sources.json` beside it (a line on

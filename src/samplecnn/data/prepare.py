@@ -14,6 +14,10 @@ length and duration): rerunning on a complete store with the same fingerprint do
 nothing and reports the store; with another fingerprint it is refused (`--overwrite`
 replaces the store).
 
+Why one module of this size: planning, the worker step, resume and assembly share the
+plan's file layout and its invariants (a clip is done exactly when its JSON exists);
+splitting them would spread one on-disk contract over several files.
+
 File names are written with `samplecnn.paths.escape_path` (plan.json, meta.json,
 index.npz), so any name a POSIX file system allows can be stored; `SegmentStore.source_path`
 gives the name back.

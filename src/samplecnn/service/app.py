@@ -14,6 +14,10 @@ architecture.md the contracts):
    scores windows of concurrent requests together;
 5. the record: `Tagger.make_record` (the CLI's record), the taggram or the embeddings.
 
+Why this module is long: it holds the routes and the request lifecycle (admission,
+auth, limits, timeouts, shutdown) that every route shares; uploads, decoding and the
+batching thread are already in `upload.py`, `decode.py` and `scoring.py`.
+
 Steps 3-5 run under the request timeout (504).
 """
 from __future__ import annotations
