@@ -259,9 +259,14 @@ def test_decoder_chatter_never_reaches_stderr_from_threads_or_forks(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _THREADS_AND_FORKS, str(clean), str(bad)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    # Only the script's own lines: decoder lines were captured, other threads' lines that
-    # met a capture were handed back.
-    assert sorted(proc.stderr.splitlines()) == sorted(f"ours {k}" for k in range(100))
+    # Only the script's own text: decoder lines were captured, other threads' lines that
+    # met a capture were handed back, none lost or doubled. (A line written by another
+    # thread across a swap can come back split from its newline, so text is compared,
+    # not line breaks.)
+    import re
+
+    assert sorted(re.findall(r"ours \d+", proc.stderr)) == sorted(f"ours {k}" for k in range(100))
+    assert re.sub(r"ours \d+|\s", "", proc.stderr) == ""
     res = json.loads(proc.stdout)
     ref = load_audio(bad, 16000).warnings
     assert ref

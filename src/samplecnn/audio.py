@@ -231,12 +231,13 @@ def _sort_output(data: bytes, into: list | None) -> None:
     """Decoder lines -> `into` (cleaned, benign ones dropped); any other line (another
     thread's, written while fd 2 was swapped) goes back to the real stderr unchanged."""
     other = []
-    for raw in data.splitlines():
+    # Pieces that are not the decoder's go back byte for byte, partial lines and lone
+    # newlines included: another thread's line can straddle the swap (its text flushed
+    # before, its newline after), and only the verbatim bytes rejoin it.
+    for raw in data.splitlines(keepends=True):
         line = raw.decode("utf-8", errors="replace").strip()
-        if not line:
-            continue
-        if not _DECODER_LINE.search(line):
-            other.append(raw + b"\n")
+        if not line or not _DECODER_LINE.search(line):
+            other.append(raw)
         elif not _BENIGN.search(line) and into is not None:
             into.append("decoder: " + _DECODER_PREFIX.sub("", line).rstrip(". "))
     if other:
