@@ -196,7 +196,7 @@ class FusedReSE2Block(nn.Module):
         self.se = copy.deepcopy(block.se).to(dtype)
         self.shortcut = (FusedConv(block.shortcut[0], block.shortcut[1], relu=False, dtype=dtype)
                          if isinstance(block.shortcut, nn.Sequential) else None)
-        self.m = int(block.pool.kernel_size)
+        self.m = int(block.pool.kernel_size) if isinstance(block.pool, nn.MaxPool1d) else 1
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         y = squeeze_excite(self.conv2(self.conv1(h)), self.se)
@@ -205,18 +205,12 @@ class FusedReSE2Block(nn.Module):
         return pool_time(y, self.m).relu_()
 
 
-class FusedResSEBlock(nn.Module):
-    """sota's ResSE module with every BN folded; `from_audio` takes `(B, 1, T)` audio
-    (the front end) instead of channels-last activations."""
+class FusedResSEBlock(FusedReSE2Block):
+    """sota's ResSE module with every BN folded (the ReSE-2 twin's parts); `from_audio`
+    takes `(B, 1, T)` audio (the front end) instead of channels-last activations."""
 
     def __init__(self, block: nn.Module, dtype: torch.dtype, from_audio: bool = False):
-        super().__init__()
-        self.conv1 = FusedConv(block.conv1[0], block.conv1[1], relu=True, dtype=dtype)
-        self.conv2 = FusedConv(block.conv2, block.bn2, relu=False, dtype=dtype)
-        self.se = copy.deepcopy(block.se).to(dtype)
-        self.shortcut = (FusedConv(block.shortcut[0], block.shortcut[1], relu=False, dtype=dtype)
-                         if isinstance(block.shortcut, nn.Sequential) else None)
-        self.m = int(block.pool.kernel_size) if isinstance(block.pool, nn.MaxPool1d) else 1
+        super().__init__(block, dtype)
         self.from_audio = from_audio
         self.dtype = dtype
 
