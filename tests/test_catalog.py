@@ -14,7 +14,8 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
-from samplecnn.models import create_model  # noqa: E402
+from samplecnn.models import create_model
+from samplecnn.testing.datasets import write_noise  # noqa: E402
 from samplecnn.paths import path_key  # noqa: E402
 from samplecnn.tagging import Tagger  # noqa: E402
 from samplecnn.tagging.catalog import read_manifest, tag_catalog  # noqa: E402
@@ -31,18 +32,11 @@ def ckpt(tmp_path_factory):
     return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", model))
 
 
-def _write(path, seconds, seed, rate=SR):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
-    return str(path)
-
-
 @pytest.fixture
 def folder(tmp_path):
     root = tmp_path / "music"
-    good = [_write(root / "a.wav", 2.0, 1), _write(root / "sub" / "b.flac", 0.7, 2, rate=22050),
-            _write(root / "c.wav", 3.0, 3)]
+    good = [write_noise(root / "a.wav", 2.0, 1), write_noise(root / "sub" / "b.flac", 0.7, 2, rate=22050),
+            write_noise(root / "c.wav", 3.0, 3)]
     (root / "junk.mp3").write_bytes(b"\x00\x01garbage" * 100)
     return root, good, [str(root / "junk.mp3")]
 
@@ -81,8 +75,8 @@ def test_parquet_resume_retries_failed_files_and_reads_back_one_row_per_file(ckp
     out = tmp_path / "tags"
     assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--workers", "0",
                  "-q"]) == 1
-    _write(root / "junk.mp3", 1.0, 9)  # the broken file gets repaired
-    _write(root / "d.wav", 1.2, 4)  # and a new file appears
+    write_noise(root / "junk.mp3", 1.0, 9)  # the broken file gets repaired
+    write_noise(root / "d.wav", 1.2, 4)  # and a new file appears
     capsys.readouterr()
     assert main(["tag", ckpt, str(root), "--format", "parquet", "-o", str(out), "--resume",
                  "--workers", "0"]) == 0

@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -19,7 +18,8 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
-from samplecnn.models import create_model  # noqa: E402
+from samplecnn.models import create_model
+from samplecnn.testing.datasets import write_noise  # noqa: E402
 from samplecnn.paths import path_key, unescape_path  # noqa: E402
 from samplecnn.tagging.catalog import tag_catalog  # noqa: E402
 from samplecnn.tagging.parquet import read_output  # noqa: E402
@@ -55,22 +55,15 @@ def ckpt(tmp_path_factory):
     return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
 
 
-def _write(path, seconds, seed, rate=SR):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     """Good files (one at another rate, one in a subfolder, one not UTF-8) and broken ones."""
     root = tmp_path_factory.mktemp("music")
-    good = [_write(root / f"t{i}.wav", 3.0 - 0.4 * i, i) for i in range(5)]
-    good.append(_write(root / "sub" / "u.flac", 2.0, 9, rate=22050))
+    good = [write_noise(root / f"t{i}.wav", 3.0 - 0.4 * i, i) for i in range(5)]
+    good.append(write_noise(root / "sub" / "u.flac", 2.0, 9, rate=22050))
     # A name that is not UTF-8 travels through Ray (as its escaped text) and back.
     odd = os.fsdecode(os.path.join(os.fsencode(str(root)), b"caf\xe9 \\.wav"))
-    os.rename(_write(root / "plain.wav", 1.5, 11), odd)
+    os.rename(write_noise(root / "plain.wav", 1.5, 11), odd)
     good.append(odd)
     (root / "empty.mp3").write_bytes(b"")
     (root / "sub" / "junk.mp3").write_bytes(b"\x00\x01garbage" * 200)

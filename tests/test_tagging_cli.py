@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
 from samplecnn.models import create_model
+from samplecnn.testing.datasets import write_noise
 from samplecnn.tagging import Tagger
 
 TAGS = ["rock", "piano", "quiet", "male vocal"]
@@ -23,19 +23,12 @@ def ckpt(tmp_path_factory):
     return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
 
 
-def _write(path, seconds, seed, rate=SR):
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
-    return str(path)
-
-
 @pytest.fixture
 def folder(tmp_path):
     """Good files in nested folders, plus an empty MP3, a junk MP3 and a truncated WAV."""
     root = tmp_path / "music"
-    good = [_write(root / "a.wav", 2.0, 1), _write(root / "sub" / "b.flac", 0.5, 2, rate=22050),
-            _write(root / "sub" / "c.wav", 3.0, 3)]
+    good = [write_noise(root / "a.wav", 2.0, 1), write_noise(root / "sub" / "b.flac", 0.5, 2, rate=22050),
+            write_noise(root / "sub" / "c.wav", 3.0, 3)]
     (root / "empty.mp3").write_bytes(b"")
     (root / "sub" / "junk.mp3").write_bytes(b"\x00\x01garbage" * 200)
     whole = (root / "a.wav").read_bytes()
@@ -102,7 +95,7 @@ def test_all_good_exits_zero_and_stdout_json(ckpt, folder, capsys):
 
 def test_resume_skips_done_files_and_retries_failed_ones(ckpt, tmp_path, capsys):
     root = tmp_path / "r"
-    a, b = _write(root / "a.wav", 1.0, 5), _write(root / "b.wav", 1.5, 6)
+    a, b = write_noise(root / "a.wav", 1.0, 5), write_noise(root / "b.wav", 1.5, 6)
     broken = root / "c.wav"
     broken.write_bytes(b"RIFF....WAVEfmt ")
     out = tmp_path / "tags.jsonl"
@@ -112,8 +105,8 @@ def test_resume_skips_done_files_and_retries_failed_ones(ckpt, tmp_path, capsys)
     # A killed run leaves a torn last line; the broken file gets repaired; a new file appears.
     with open(out, "a") as f:
         f.write('{"path": "' + str(root / "zzz.wav") + '", "tags": {"ro')
-    _write(broken, 0.7, 7)
-    d = _write(root / "d.wav", 0.9, 8)
+    write_noise(broken, 0.7, 7)
+    d = write_noise(root / "d.wav", 0.9, 8)
     capsys.readouterr()
     assert main(["tag", ckpt, str(root), "--format", "jsonl", "-o", str(out), "--resume",
                  "--workers", "0"]) == 0
@@ -129,7 +122,7 @@ def test_resume_skips_done_files_and_retries_failed_ones(ckpt, tmp_path, capsys)
 
 
 def test_taggram_dir_writes_csv_and_png(ckpt, tmp_path):
-    p = _write(tmp_path / "in" / "song.wav", 4.0, 9)
+    p = write_noise(tmp_path / "in" / "song.wav", 4.0, 9)
     out = tmp_path / "tg"
     assert main(["tag", ckpt, p, "--taggram-dir", str(out), "--hop", "0.5", "--workers", "0",
                  "-o", str(tmp_path / "o.json")]) == 0

@@ -98,6 +98,14 @@ class MTATFixture:
         return out
 
 
+def write_noise(path: str | Path, seconds: float, seed: int, rate: int = 16000) -> str:
+    """Write `int(seconds * rate)` samples of seeded white noise (RMS 0.2) to `path`
+    (format by extension, as `write_audio`); returns the path as a string."""
+    rng = np.random.default_rng(seed)
+    samples = (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+    return str(write_audio(path, samples, rate))
+
+
 def make_mtat(
     root: str | Path,
     clips_per_folder: int = 2,
