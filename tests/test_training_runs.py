@@ -125,6 +125,36 @@ def test_a_run_folder_has_one_writer(store, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_finished_run_is_not_overwritten_by_a_plain_train(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "notes").mkdir(parents=True)     # the user's own file beside the run stays
+    (run / "notes" / "why.txt").write_text("kept", encoding="utf-8")
+    cfg = _write(tiny_config(store, run, trainer={"max_epochs": 1, "limit_train_batches": 2,
+                                                   "limit_val_batches": 1}), tmp_path / "t.yaml")
+    assert main(["train", "--config", str(cfg)]) == 0
+    ckpts = {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.ckpt")}
+    assert sorted(ckpts) == ["best.ckpt", "last.ckpt"]
+    summary = (run / "train_summary.json").read_bytes()
+    capsys.readouterr()
+
+    assert main(["train", "--config", str(cfg), "trainer.max_epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run" in err[0]
+    assert "--resume" in err[0] and "--overwrite" in err[0] and str(run) in err[0]
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.ckpt")} == ckpts
+    assert (run / "train_summary.json").read_bytes() == summary
+    with pytest.raises(ValueError, match="exclude each other"):
+        train(str(cfg), resume=run, overwrite=True, log=None)
+
+    # --overwrite starts over: a fresh 2-epoch run whose metrics begin at epoch 0.
+    (run / "logs" / "csv" / "metrics-1.csv").write_text("stale", encoding="utf-8")
+    assert main(["train", "--config", str(cfg), "trainer.max_epochs=2", "--overwrite"]) == 0
+    assert sorted(_val_losses(run)) == [0, 1]
+    assert not (run / "logs" / "csv" / "metrics-1.csv").exists()
+    assert _ckpt(run / "checkpoints/last.ckpt")["epoch"] == 1
+    assert (run / "notes" / "why.txt").read_text(encoding="utf-8") == "kept"
+
+
 @pytest.mark.parametrize("value, words", [("abc", "must be an integer, got 'abc'"),
                                           ("2.5", "must be an integer, got 2.5"),
                                           ("0", "must be at least 1")])

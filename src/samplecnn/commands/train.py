@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR|CKPT",
                    help="continue a run exactly from the end of its last finished epoch "
                         "(RUN_DIR/checkpoints/last.ckpt); add trainer.max_epochs=N to extend it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an out_dir that already holds a run (removes its "
+                        "checkpoints, logs and config.yaml first); without it such a folder "
+                        "is refused")
     bars = p.add_mutually_exclusive_group()
     bars.add_argument("--progress", dest="progress", action="store_const", const=True,
                       help="progress bars on stderr even when it is not a terminal")
@@ -40,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--print-config needs --config")
         print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
-    result = train(args.config, args.overrides, resume=args.resume, progress=args.progress)
+    result = train(args.config, args.overrides, resume=args.resume, progress=args.progress,
+                   overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

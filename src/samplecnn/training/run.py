@@ -16,7 +16,10 @@ Run folder layout (`out_dir`):
     train_summary.json          best/last paths, best validation loss, epochs run
 
 One process trains into a run folder at a time (`samplecnn.locks.exclusive`); a second
-one is refused with `OutputBusy`. Only samplecnn's own lines are printed: Lightning's
+one is refused with `OutputBusy`. A run folder that already holds checkpoints is
+continued with `resume=` or started over with `overwrite=True` (which first removes the
+files listed above); a plain `train` into it is refused rather than overwriting a
+finished run's checkpoints. Only samplecnn's own lines are printed: Lightning's
 info lines and adverts are silenced, and progress bars (on stderr) are shown on a
 terminal only unless asked for.
 """
@@ -42,6 +45,7 @@ from ..atomic import write_json
 from ..checkpoint import atomic_torch_save
 from ..data import SegmentStore
 from ..locks import exclusive
+from ..paths import escape_path
 from ..models import get_model_config
 from .config import load_config, write_config
 from .fast import runtime_for_mode
@@ -104,6 +108,25 @@ def _find_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
         run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
         return run, p
     raise FileNotFoundError(f"{p}: no such run folder or checkpoint")
+
+
+RUN_FILES = ("config.yaml", "checkpoints", "logs", "train_summary.json")
+
+
+def _holds_run(out: Path) -> bool:
+    return any((out / "checkpoints").glob("*.ckpt"))
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a run wrote into `out` (only those files: the folder may hold others)."""
+    import shutil
+
+    for name in RUN_FILES:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
 
 
 def _rotate_csv(log_dir: Path) -> None:
@@ -232,7 +255,7 @@ def _launched_worker() -> bool:
 
 def train(config: dict | str | os.PathLike | None = None, overrides: list[str] | None = None,
           resume: str | os.PathLike | None = None, progress: bool | None = None,
-          log=print) -> TrainResult:
+          log=print, overwrite: bool = False) -> TrainResult:
     """Train a tagging model as a config describes; see the module docstring for outputs.
 
     An entry point: it applies the run's process-wide settings (`trainer.num_threads`,
@@ -247,8 +270,14 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         progress: progress bars on stderr (default: the config's `trainer.progress_bar`;
             null there means on a terminal only).
         log: receives one-line notes (None: silent).
+        overwrite: start over in an `out_dir` that already holds a run (its checkpoints,
+            logs, config.yaml and summary are removed first). Without it such a folder is
+            refused (ValueError), since training would replace its checkpoints.
     """
     log = log or (lambda *a, **k: None)
+    if overwrite and resume is not None:
+        raise ValueError("overwrite and resume exclude each other: resume continues a run, "
+                         "overwrite starts it over")
     resume_ckpt = None
     if resume is not None:
         run_dir, resume_ckpt = _find_resume(resume)
@@ -273,6 +302,14 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
     out = Path(cfg["out_dir"])
     hold = contextlib.nullcontext() if _launched_worker() else exclusive(out, "the run folder")
     with hold:
+        if resume is None and not _launched_worker() and _holds_run(out):
+            if not overwrite:
+                shown = escape_path(out)
+                raise ValueError(
+                    f"{shown}: already holds a training run (checkpoints/); continue it with "
+                    f"--resume {shown}, start it over with --overwrite, or choose another out_dir")
+            log(f"overwrite: removing the earlier run in {out}")
+            _clear_run(out)
         store = SegmentStore(cfg["data"]["store"])
         model_config = build_model_config(cfg, store, warn=log)
         t = cfg["trainer"]
