@@ -364,6 +364,79 @@ def test_page_asks_for_the_key_and_sends_it(browser, servers, clip, tmp_path):
     page.close()
 
 
+def test_api_docs_are_served_offline_and_declare_the_key(tagger):
+    """`/docs` is Swagger UI from the package's own files; a keyed service declares its
+    bearer key in /openapi.json (so "Authorize" appears), an open one declares none."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    async def get(app, paths):  # through the ASGI app; no lifespan: nothing is scored here
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return {p: await client.get(p) for p in paths}
+
+    def fetch(app, paths):  # a thread of its own: Playwright's event loop may run in this one
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, get(app, paths)).result()
+
+    open_app, keyed_app = create_app(tagger), create_app(tagger, api_key="k")
+    got = fetch(open_app, ["/docs", "/redoc", "/openapi.json"])
+    assert got["/docs"].status_code == 200 and "text/html" in got["/docs"].headers["content-type"]
+    assert got["/redoc"].status_code == 404          # ReDoc would need a CDN
+    refs = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)', got["/docs"].text)
+    assert refs and all(r.startswith(("http://test/", "/")) for r in refs), refs
+    assets = fetch(open_app, [r.removeprefix("http://test") for r in refs])
+    for path, answer in assets.items():
+        assert answer.status_code == 200, path
+    js = next(a for p, a in assets.items() if p.endswith(".js"))
+    assert "javascript" in js.headers["content-type"] and len(js.content) > 500_000
+    assert "securitySchemes" not in got["/openapi.json"].text
+    schema = fetch(keyed_app, ["/openapi.json"])["/openapi.json"].json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/tag"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_api_docs_work_in_a_browser_offline_with_the_key(browser, servers):
+    """Chromium with every request off this machine refused: the docs render, and "Try it
+    out" on /v1/model with the key typed into "Authorize" gets the model's answer."""
+    live = servers["keyed"]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    log = PageLog(page)
+    outside = []
+
+    def route(r):
+        if r.request.url.startswith(live.url):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(live.url + "docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=TIMEOUT_MS)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+    assert {"/healthz", "/v1/model", "/v1/tag", "/v1/taggram", "/v1/embed"} <= set(paths), paths
+
+    page.click("button.authorize")
+    page.fill(".modal-ux input[type=text], .modal-ux input[type=password]", "s3cret key")
+    page.click(".modal-ux button.authorize")
+    page.click(".modal-ux button.close-modal")
+    model = page.locator(".opblock-get", has=page.locator(".opblock-summary-path", has_text="/v1/model"))
+    model.locator(".opblock-summary").click()
+    model.locator("button.execute").click()
+    answer = model.locator(".live-responses-table tbody .response")
+    answer.locator(".response-col_status").wait_for(timeout=TIMEOUT_MS)
+    status = answer.locator(".response-col_status").first.inner_text()
+    body = answer.locator(".highlight-code").first.inner_text()
+    assert status.strip() == "200", body
+    assert '"auth_required": true' in body and f'"{TAGS[-1]}"' in body, body
+    assert outside == [] and log.errors == [], (outside, log.errors)
+    page.close()
+
+
 @pytest.mark.skipif(not os.environ.get("SAMPLECNN_SCREENSHOT"),
                     reason="SAMPLECNN_SCREENSHOT=path saves the README's screenshot")
 def test_screenshot(browser, tagger, clip, tmp_path):

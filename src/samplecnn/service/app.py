@@ -380,13 +380,26 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
 
     from samplecnn import __version__
 
+    # FastAPI's own /docs and /redoc load their scripts from a CDN, so they are blank on
+    # an offline machine: /docs is served below from the fastapi-swagger package.
     app = FastAPI(title="samplecnn", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
                   description="Music auto-tagging with SampleCNN: tags, taggrams and embeddings "
                               "of uploaded audio.")
     app.state.service = svc
 
-    async def require_key(request: Request) -> None:
-        svc.check_key(request)
+    if api_key is None:
+        async def require_key(request: Request) -> None:
+            svc.check_key(request)
+    else:
+        from fastapi.security import HTTPBearer
+
+        # Declared in /openapi.json (so /docs offers "Authorize"); checked by check_key,
+        # in constant time, with the service's one-line 401.
+        bearer = HTTPBearer(auto_error=False, description="the key given to `samplecnn serve`")
+
+        async def require_key(request: Request, _=Depends(bearer)) -> None:
+            svc.check_key(request)
 
     def grid_of(hop: float | None, last: str):
         try:
@@ -493,6 +506,8 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
                              "start_s": _rounded(start_s), "end_s": _rounded(end_s),
                              "windows": windows.tolist(), "mean": windows.mean(axis=0).tolist()})
 
+    _mount_docs(app)
+
     # -- the web page (its files belong to the page; the service only serves them) ---------
     if (static / "index.html").is_file():
         from fastapi.staticfiles import StaticFiles
@@ -510,3 +525,14 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_AccessLog)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from the package's own copy (fastapi-swagger), no CDN."""
+    from fastapi_swagger import patch_fastapi
+
+    # The key a user types into "Authorize" stays in the page, not in the browser's
+    # storage (the plugin's default would persist it).
+    patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=False, title="samplecnn API",
+                  swagger_ui_parameters={"tryItOutEnabled": True, "filter": True,
+                                         "displayRequestDuration": True})

@@ -109,13 +109,13 @@ class _Scorer:
 
     def __init__(self, model: str, backend: str, device: str, threads: int, batch_size: int,
                  hop_s: float | None, aggregate: str, top_k: int, last: str):
-        import torch
-
         from samplecnn.inference.runners import load_runner
+        from samplecnn.runtime import Runtime
 
         from .tagger import Tagger
 
-        torch.set_num_threads(threads)
+        # The actor's process is an entry point of its own: its settings are applied here.
+        Runtime(num_threads=threads).apply()
         self.tagger = Tagger(load_runner(model, backend, device, threads=threads), batch_size)
         self.grid = self.tagger.grid(hop_s, last)
         self.options = dict(aggregate=aggregate, top_k=top_k, last=last,
