@@ -63,3 +63,28 @@ def test_docs_count_the_variant_rows_the_registry_has():
             assert int(m.group(1)) == n, f"{p.name} says {m.group(1)} rows, the registry has {n}"
         assert "configs/variants" not in text, p
     assert found >= 1
+
+
+def test_the_cli_parser_and_help_import_neither_torch_nor_lightning():
+    """Every `samplecnn` call builds the whole parser: it must not pay for torch or
+    Lightning (seconds on a small machine) before the command that needs them runs."""
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    code = ("import sys; from samplecnn.cli import build_parser, main\n"
+            "p = build_parser()\n"
+            "for cmd in ([], ['bench', 'infer'], ['bench', 'train'], ['prepare'], ['import'],\n"
+            "            ['train']):\n"
+            "    try:\n"
+            "        main(cmd + ['--help'])\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 0, (cmd, e.code)\n"
+            "heavy = sorted(m for m in ('torch', 'lightning', 'onnxruntime', 'nnAudio', 'ray')\n"
+            "               if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stdout[-500:]
+    assert "retain-compile" in out.stdout and "onnxruntime" in out.stdout  # the choices shown

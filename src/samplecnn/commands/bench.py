@@ -14,7 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="bench_mode", metavar="MODE")
     sub.required = True
-    from samplecnn.commands.bench_api import INFER_BACKENDS, PRECISIONS, TRAIN_MODES
+    # The choices come from where they are defined, not from bench_api (torch, Lightning):
+    # every `samplecnn` call builds this parser.
+    from samplecnn.inference.runners import BACKENDS as INFER_BACKENDS
+    from samplecnn.inference.runners import PRECISIONS
+    from samplecnn.training.fast import TRAIN_MODES
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", default="samplecnn", help="registered variant (default samplecnn)")

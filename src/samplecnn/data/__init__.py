@@ -6,21 +6,30 @@ and evaluation segments from the store without decoding again.
 """
 from __future__ import annotations
 
-from .csvfolder import read_csv_folder
-from .manifest import SPLITS, Manifest, group_split, read_split_lists
-from .msd import MSD_TOP50, msd_audio_path, read_msd
-from .mtat import MTAT_BROKEN, MTAT_TOP50, read_mtat
-from .prepare import (DEFAULT_MIN_SAMPLES, DEFAULT_SAMPLE_RATE, PrepareReport,
-                      prepare_store)
-from .segments import SegmentDataset
-from .store import SegmentStore
+import importlib
 
-__all__ = [
-    "DEFAULT_MIN_SAMPLES", "DEFAULT_SAMPLE_RATE", "MSD_TOP50", "MTAT_BROKEN", "MTAT_TOP50",
-    "Manifest", "PrepareReport", "SPLITS", "SegmentDataset", "SegmentStore", "group_split",
-    "msd_audio_path", "prepare_mtat", "prepare_msd", "prepare_csv", "prepare_store",
-    "read_csv_folder", "read_msd", "read_mtat", "read_split_lists",
-]
+# Names are resolved lazily: `samplecnn prepare --help` and the CLI's parser read the
+# defaults of `prepare` without paying for torch (which `segments` imports).
+_EXPORTS = {
+    "read_csv_folder": "csvfolder",
+    "SPLITS": "manifest", "Manifest": "manifest", "group_split": "manifest",
+    "read_split_lists": "manifest",
+    "MSD_TOP50": "msd", "msd_audio_path": "msd", "read_msd": "msd",
+    "MTAT_BROKEN": "mtat", "MTAT_TOP50": "mtat", "read_mtat": "mtat",
+    "DEFAULT_MIN_SAMPLES": "prepare", "DEFAULT_SAMPLE_RATE": "prepare",
+    "PrepareReport": "prepare", "prepare_store": "prepare",
+    "SegmentDataset": "segments",
+    "SegmentStore": "store",
+}
+
+__all__ = sorted([*_EXPORTS, "prepare_mtat", "prepare_msd", "prepare_csv"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"samplecnn.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'samplecnn.data' has no attribute {name!r}")
+
 
 _DECODE_KEYS = ("sample_rate", "min_samples", "workers", "overwrite", "progress", "log",
                 "limit")
@@ -32,19 +41,31 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict, int | None]:
     return kwargs, store_kw, limit
 
 
-def prepare_mtat(root, out, **kwargs) -> PrepareReport:
-    """`read_mtat(root, ...)` then `prepare_store(..., out)`; kwargs go to either."""
+def prepare_mtat(root, out, **kwargs):
+    """`read_mtat(root, ...)` then `prepare_store(..., out)`; kwargs go to either.
+    Returns the `PrepareReport`."""
+    from .mtat import read_mtat
+    from .prepare import prepare_store
+
     read_kw, store_kw, limit = _split_kwargs(dict(kwargs))
     return prepare_store(read_mtat(root, **read_kw).limit(limit), out, **store_kw)
 
 
-def prepare_msd(root, out, **kwargs) -> PrepareReport:
-    """`read_msd(root, ...)` then `prepare_store(..., out)`; kwargs go to either."""
+def prepare_msd(root, out, **kwargs):
+    """`read_msd(root, ...)` then `prepare_store(..., out)`; kwargs go to either.
+    Returns the `PrepareReport`."""
+    from .msd import read_msd
+    from .prepare import prepare_store
+
     read_kw, store_kw, limit = _split_kwargs(dict(kwargs))
     return prepare_store(read_msd(root, **read_kw).limit(limit), out, **store_kw)
 
 
-def prepare_csv(root, out, **kwargs) -> PrepareReport:
-    """`read_csv_folder(root, ...)` then `prepare_store(..., out)`; kwargs go to either."""
+def prepare_csv(root, out, **kwargs):
+    """`read_csv_folder(root, ...)` then `prepare_store(..., out)`; kwargs go to either.
+    Returns the `PrepareReport`."""
+    from .csvfolder import read_csv_folder
+    from .prepare import prepare_store
+
     read_kw, store_kw, limit = _split_kwargs(dict(kwargs))
     return prepare_store(read_csv_folder(root, **read_kw).limit(limit), out, **store_kw)

@@ -12,17 +12,27 @@ architecture is read from the weight shapes, so any m^n variant in these layouts
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
-from .clmr import import_clmr
-from .keras import import_keras_h5, keras_default_epsilon
-from .sota import import_sota
-from .tags import JAMENDO_TOP50, KERAS_MTAT_TOP50, PRESET_ALIASES, TAG_PRESETS, preset_tags, resolve_tags
+# Names are resolved lazily: the CLI's parser reads the tag presets without importing
+# torch (which the converters need).
+_EXPORTS = {
+    "import_clmr": "clmr", "import_keras_h5": "keras", "keras_default_epsilon": "keras",
+    "import_sota": "sota",
+    "JAMENDO_TOP50": "tags", "KERAS_MTAT_TOP50": "tags", "PRESET_ALIASES": "tags",
+    "TAG_PRESETS": "tags", "preset_tags": "tags", "resolve_tags": "tags",
+}
 
-__all__ = ["import_sota", "import_keras_h5", "import_clmr", "import_weights", "convert",
-           "keras_default_epsilon", "resolve_tags", "preset_tags", "TAG_PRESETS", "PRESET_ALIASES",
-           "KERAS_MTAT_TOP50", "JAMENDO_TOP50", "FORMATS"]
+__all__ = sorted([*_EXPORTS, "import_weights", "convert", "FORMATS"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"samplecnn.importers.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'samplecnn.importers' has no attribute {name!r}")
+
 
 FORMATS = ("sota", "keras", "clmr")
 
@@ -48,10 +58,16 @@ def convert(src: str | os.PathLike, kind: str = "auto", *, head: str | os.PathLi
     if kind != "keras":
         kwargs.pop("flip", None)
     if kind == "keras":
+        from .keras import import_keras_h5
+
         return import_keras_h5(src, **kwargs)
     if kind == "sota":
+        from .sota import import_sota
+
         return import_sota(src, **kwargs)
     if kind == "clmr":
+        from .clmr import import_clmr
+
         return import_clmr(src, head, **kwargs)
     raise ValueError(f"format must be one of {', '.join(FORMATS)} or auto, got {kind!r}")
 

@@ -5,16 +5,25 @@
 """
 from __future__ import annotations
 
-from .config import (DEFAULTS, PAPER_LR_STAGES, RECIPES, apply_overrides, deep_merge,
-                     dump_config, load_config, resolve_config, write_config)
-from .datamodule import EpochSampler, SegmentDataModule
-from .module import TaggingModule
-from .run import AtomicCheckpointIO, RunCheckpoint, TrainResult, build_model_config, train
-from .schedule import LRStageSchedule
+import importlib
 
-__all__ = [
-    "AtomicCheckpointIO", "DEFAULTS", "EpochSampler", "LRStageSchedule", "PAPER_LR_STAGES",
-    "RECIPES", "RunCheckpoint", "SegmentDataModule", "TaggingModule", "TrainResult", "apply_overrides",
-    "build_model_config", "deep_merge", "dump_config", "load_config", "resolve_config",
-    "train", "write_config",
-]
+# Names are resolved lazily: the CLI's parser reads `fast.TRAIN_MODES` without importing
+# Lightning, and `import samplecnn.training.config` stays cheap.
+_EXPORTS = {
+    "DEFAULTS": "config", "PAPER_LR_STAGES": "config", "RECIPES": "config",
+    "apply_overrides": "config", "deep_merge": "config", "dump_config": "config",
+    "load_config": "config", "resolve_config": "config", "write_config": "config",
+    "EpochSampler": "datamodule", "SegmentDataModule": "datamodule",
+    "TaggingModule": "module",
+    "AtomicCheckpointIO": "run", "RunCheckpoint": "run", "TrainResult": "run",
+    "build_model_config": "run", "train": "run",
+    "LRStageSchedule": "schedule",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"samplecnn.training.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'samplecnn.training' has no attribute {name!r}")

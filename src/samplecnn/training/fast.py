@@ -8,10 +8,13 @@ cuDNN benchmark mode) are not set here but by the entry point's `samplecnn.runti
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..runtime import Runtime, retaining_freed_memory
+
+if TYPE_CHECKING:  # torch is imported where it runs: the CLI's parser reads TRAIN_MODES
+    import torch
+    from torch import nn
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -35,11 +38,15 @@ class TrainingForward:
     def __init__(self, model: nn.Module, compile: bool = False, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        import torch
+
         self.model = model
         self.precision = precision
         self.compiled = torch.compile(model) if compile else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         fn = self.compiled if self.compiled is not None else self.model
         if self.precision == "bf16":
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
