@@ -146,6 +146,11 @@ def test_a_finished_run_is_not_overwritten_by_a_plain_train(store, tmp_path, cap
     with pytest.raises(ValueError, match="exclude each other"):
         train(str(cfg), resume=run, overwrite=True, log=None)
 
+    # --overwrite with a store that cannot be read keeps the earlier run.
+    assert main(["train", "--config", str(cfg), "--overwrite", f"data.store={tmp_path}/none"]) == 2
+    assert "none" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.ckpt")} == ckpts
+
     # --overwrite starts over: a fresh 2-epoch run whose metrics begin at epoch 0.
     (run / "logs" / "csv" / "metrics-1.csv").write_text("stale", encoding="utf-8")
     assert main(["train", "--config", str(cfg), "trainer.max_epochs=2", "--overwrite"]) == 0

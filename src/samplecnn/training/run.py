@@ -302,16 +302,17 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
     out = Path(cfg["out_dir"])
     hold = contextlib.nullcontext() if _launched_worker() else exclusive(out, "the run folder")
     with hold:
-        if resume is None and not _launched_worker() and _holds_run(out):
-            if not overwrite:
-                shown = escape_path(out)
-                raise ValueError(
-                    f"{shown}: already holds a training run (checkpoints/); continue it with "
-                    f"--resume {shown}, start it over with --overwrite, or choose another out_dir")
-            log(f"overwrite: removing the earlier run in {out}")
-            _clear_run(out)
+        replace = resume is None and not _launched_worker() and _holds_run(out)
+        if replace and not overwrite:
+            shown = escape_path(out)
+            raise ValueError(
+                f"{shown}: already holds a training run (checkpoints/); continue it with "
+                f"--resume {shown}, start it over with --overwrite, or choose another out_dir")
         store = SegmentStore(cfg["data"]["store"])
         model_config = build_model_config(cfg, store, warn=log)
+        if replace:  # only once the store and the model config are known to be good
+            log(f"overwrite: removing the earlier run in {escape_path(out)}")
+            _clear_run(out)
         t = cfg["trainer"]
         runtime_for_mode(t["fast_steps"], t["num_threads"]).apply()
         with _quiet_lightning():
