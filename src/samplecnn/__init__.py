@@ -5,25 +5,21 @@ command only pays for the parts it uses.
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "create_model": "samplecnn.models",
-    "list_models": "samplecnn.models",
-    "model_from_config": "samplecnn.models",
-    "get_model_config": "samplecnn.models",
-    "ModelConfig": "samplecnn.models",
-    "SampleCNN": "samplecnn.models",
-    "load_model": "samplecnn.checkpoint",
-    "save_checkpoint": "samplecnn.checkpoint",
+    "create_model": "models",
+    "list_models": "models",
+    "model_from_config": "models",
+    "get_model_config": "models",
+    "ModelConfig": "models",
+    "SampleCNN": "models",
+    "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'samplecnn' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ and evaluation segments from the store without decoding again.
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
 # Names are resolved lazily: `samplecnn prepare --help` and the CLI's parser read the
 # defaults of `prepare` without paying for torch (which `segments` imports).
@@ -24,11 +24,7 @@ _EXPORTS = {
 
 __all__ = sorted([*_EXPORTS, "prepare_mtat", "prepare_msd", "prepare_csv"])
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"samplecnn.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'samplecnn.data' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 _DECODE_KEYS = ("sample_rate", "min_samples", "workers", "overwrite", "progress", "log",

@@ -12,9 +12,10 @@ architecture is read from the weight shapes, so any m^n variant in these layouts
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
+
+from samplecnn.lazy import lazy_exports
 
 # Names are resolved lazily: the CLI's parser reads the tag presets without importing
 # torch (which the converters need).
@@ -27,12 +28,7 @@ _EXPORTS = {
 
 __all__ = sorted([*_EXPORTS, "import_weights", "convert", "FORMATS"])
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"samplecnn.importers.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'samplecnn.importers' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 FORMATS = ("sota", "keras", "clmr")
 

@@ -10,7 +10,7 @@ Names are resolved lazily: decoding workers import `batching` and must not pay f
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
 _EXPORTS = {
     "IDLE": "batching", "Scored": "batching", "score_messages": "batching",
@@ -21,8 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"samplecnn.inference.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'samplecnn.inference' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
 # Names are resolved lazily: the CLI's parser reads `fast.TRAIN_MODES` without importing
 # Lightning, and `import samplecnn.training.config` stays cheap.
@@ -22,8 +22,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"samplecnn.training.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'samplecnn.training' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
