@@ -192,3 +192,45 @@ def test_a_scoring_actor_killed_mid_run_loses_and_duplicates_nothing(ray_local, 
     assert (run.tagged, run.failed) == (len(good) + len(bad), len(bad))
     assert _raw_count(out) == len(good) + len(bad)
     _assert_same(_rows(out), local_rows, {path_key(p) for p in good + bad})
+
+
+def test_cpu_actors_score_the_drivers_export_without_importing_torch(ckpt, catalog, local_rows,
+                                                                      tmp_path):
+    """On CPUs the driver ships its ONNX export to the actors: an actor starts without
+    torch (seconds per actor) and scores exactly what the local engine scores."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from samplecnn.checkpoint import load_model
+    from samplecnn.inference.onnx import cached_graph
+
+    graph = tmp_path / "scores.onnx"
+    graph.write_bytes(Path(cached_graph(load_model(ckpt), "scores")).read_bytes())
+    _, good, _ = catalog
+    code = """
+import json, sys
+from pathlib import Path
+from samplecnn.paths import escape_path
+from samplecnn.tagging.ray_engine import _Scorer, _decode_row
+s = _Scorer("m.ckpt", "auto", "cpu", 1, 4, None, "mean", 3, "pad",
+            graph=Path(sys.argv[1]).read_bytes())
+rows = [_decode_row({"path": escape_path(p)}, sample_rate=s.tagger.sample_rate, grid=s.grid)
+        for p in sys.argv[2:]]
+out = s({k: [r[k] for r in rows] for k in rows[0]})
+print(json.dumps({"torch": "torch" in sys.modules,
+                  "records": [json.loads(r) for r in out["record"]]}))
+"""
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code, str(graph), *good[:3]], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False
+    assert len(result["records"]) == 3
+    for path, record in zip(good[:3], result["records"]):
+        assert record["error"] is None
+        ref = local_rows[path_key(path)]
+        np.testing.assert_allclose([record["tags"][t] for t in TAGS], [ref[t] for t in TAGS],
+                                   atol=1e-6)

@@ -239,7 +239,8 @@ def load_runner(path: str | os.PathLike, backend: str = "auto", device: str | No
     if str(path).lower().endswith(".onnx"):
         if backend not in ("auto", "onnxruntime"):
             raise ValueError(f"{path}: an ONNX file runs with the onnxruntime backend, not {backend!r}")
-        if check_device(device) != "cpu":
+        if device not in (None, "cpu"):  # torch is only imported to check another device
+            check_device(device)
             raise ValueError("ONNX files run on the CPU here; use --device cpu")
         return OrtRunner.from_file(path, threads=threads)
     from samplecnn.checkpoint import load_model

@@ -108,15 +108,25 @@ class _Scorer:
     """The scoring actor: a `Tagger` loaded once; a batch of decoded files -> records."""
 
     def __init__(self, model: str, backend: str, device: str, threads: int, batch_size: int,
-                 hop_s: float | None, aggregate: str, top_k: int, last: str):
-        from samplecnn.inference.runners import load_runner
+                 hop_s: float | None, aggregate: str, top_k: int, last: str,
+                 graph: bytes | None = None):
+        from samplecnn.inference.runners import OrtRunner, load_runner
         from samplecnn.runtime import Runtime
 
         from .tagger import Tagger
 
-        # The actor's process is an entry point of its own: its settings are applied here.
-        Runtime(num_threads=threads).apply()
-        self.tagger = Tagger(load_runner(model, backend, device, threads=threads), batch_size)
+        if graph is not None:
+            # The driver's export of the checkpoint (the local engine's graph, so the same
+            # scores): the actor starts without importing torch or reading the checkpoint,
+            # and ONNX Runtime takes its thread count from the session.
+            from samplecnn.inference.onnx import read_metadata
+
+            runner = OrtRunner(graph, read_metadata(graph), threads=threads, label=model)
+        else:
+            # The actor's process is an entry point of its own: torch's settings go here.
+            Runtime(num_threads=threads).apply()
+            runner = load_runner(model, backend, device, threads=threads)
+        self.tagger = Tagger(runner, batch_size)
         self.grid = self.tagger.grid(hop_s, last)
         self.options = dict(aggregate=aggregate, top_k=top_k, last=last,
                             hop_s=self.grid.hop / self.tagger.sample_rate)
@@ -211,6 +221,15 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
+def _runs_onnxruntime(backend: str) -> bool:
+    """Whether `backend` runs ONNX Runtime on the CPU ("auto" does when it is installed)."""
+    if backend in ("onnxruntime", "onnx"):
+        return True
+    from samplecnn.inference.runners import _ort_available
+
+    return backend == "auto" and _ort_available()
+
+
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     """Default CPUs per scoring actor: one beside a GPU; on CPUs, the cluster's CPUs less
     room for decoding, shared between the actors (in quarters, at least one quarter)."""
@@ -274,6 +293,15 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
+    graph = None
+    if not is_onnx and device == "cpu" and _runs_onnxruntime(backend):
+        # Exported once here (or taken from the export cache) and shipped to the actors
+        # as bytes: the driver's cache folder need not be visible from other nodes.
+        from pathlib import Path
+
+        from samplecnn.inference.onnx import cached_graph
+
+        graph = Path(cached_graph(meta.runner.module, "scores")).read_bytes()
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
@@ -308,7 +336,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             _Scorer,
             fn_constructor_kwargs=dict(model=model, backend=backend, device=device, threads=threads,
                                        batch_size=int(batch_size), hop_s=hop, aggregate=aggregate,
-                                       top_k=int(top_k), last=last),
+                                       top_k=int(top_k), last=last, graph=graph),
             batch_size=int(files_per_batch), batch_format="numpy", concurrency=int(num_workers),
             num_cpus=actor_cpus, **({"num_gpus": gpus_per_worker} if gpus_per_worker > 0 else {}))
         with warnings.catch_warnings():
