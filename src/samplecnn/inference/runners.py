@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["BACKENDS", "PRECISIONS", "Runner", "TorchRunner", "OrtRunner",
-           "optimize_for_inference", "load_runner", "check_device"]
+           "optimize_for_inference", "resolve_backend", "load_runner", "check_device"]
 
 BACKENDS = ("auto", "onnxruntime", "torch", "plain")
 PRECISIONS = ("fp32", "bf16")
@@ -159,14 +159,18 @@ class OrtRunner(Runner):
         return runner
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, providers: list[str] | None = None,
-                  threads: int | None = None) -> "OrtRunner":
+    def from_file(cls, path: str | os.PathLike | bytes, providers: list[str] | None = None,
+                  threads: int | None = None, label: str | None = None) -> "OrtRunner":
+        """`path`: a file written by `samplecnn export`, or its bytes (then `label` names
+        it in errors)."""
         from .onnx import read_metadata
 
+        label = label or ("ONNX model" if isinstance(path, bytes) else str(path))
         meta = read_metadata(path)
         if meta["graph"] != "scores" or "logits" not in meta["outputs"]:
-            raise ValueError(f"{path}: not a tag-score graph (outputs {', '.join(meta['outputs'])})")
-        return cls(Path(path), meta, None, threads=threads, providers=providers, label=str(path))
+            raise ValueError(f"{label}: not a tag-score graph (outputs {', '.join(meta['outputs'])})")
+        graph = path if isinstance(path, bytes) else Path(path)
+        return cls(graph, meta, None, threads=threads, providers=providers, label=label)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         (out,) = self._scores.run(["logits"], {"audio": self._windows(x)})
@@ -196,6 +200,16 @@ def _ort_available() -> bool:
     return True
 
 
+def resolve_backend(backend: str, on_cpu: bool = True, precision: str = "fp32") -> str:
+    """The backend that runs: "onnx" is "onnxruntime"; "auto" is "onnxruntime" for fp32 on
+    the CPU when ONNX Runtime is installed, else "torch"; the others are themselves."""
+    if backend == "onnx":
+        return "onnxruntime"
+    if backend == "auto":
+        return "onnxruntime" if on_cpu and precision == "fp32" and _ort_available() else "torch"
+    return backend
+
+
 def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32",
                            device: str | None = None, threads: int | None = None) -> Runner:
     """A runner for `model` (a `SampleCNN`).
@@ -215,8 +229,7 @@ def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32"
         raise ValueError(f"optimize_for_inference needs a SampleCNN, got {type(model).__name__}")
     device = check_device(device if device is not None else str(next(model.parameters()).device))
     on_cpu = torch.device(device).type == "cpu"
-    if backend == "auto":
-        backend = "onnxruntime" if on_cpu and precision == "fp32" and _ort_available() else "torch"
+    backend = resolve_backend(backend, on_cpu, precision)
     if backend == "onnxruntime":
         if precision != "fp32":
             raise ValueError("the onnxruntime backend runs fp32 only; use backend 'torch' for bf16")
@@ -234,7 +247,7 @@ def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32"
 def load_runner(path: str | os.PathLike, backend: str = "auto", device: str | None = None,
                 precision: str = "fp32", threads: int | None = None) -> Runner:
     """A runner for a checkpoint (any backend) or an ONNX file ("auto"/"onnxruntime")."""
-    if backend == "onnx":
+    if backend == "onnx":  # an alias; "auto" stays for the checkpoint's device to decide
         backend = "onnxruntime"
     if str(path).lower().endswith(".onnx"):
         if backend not in ("auto", "onnxruntime"):

@@ -119,9 +119,7 @@ class _Scorer:
             # The driver's export of the checkpoint (the local engine's graph, so the same
             # scores): the actor starts without importing torch or reading the checkpoint,
             # and ONNX Runtime takes its thread count from the session.
-            from samplecnn.inference.onnx import read_metadata
-
-            runner = OrtRunner(graph, read_metadata(graph), threads=threads, label=model)
+            runner = OrtRunner.from_file(graph, threads=threads, label=model)
         else:
             # The actor's process is an entry point of its own: torch's settings go here.
             Runtime(num_threads=threads).apply()
@@ -221,15 +219,6 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
-def _runs_onnxruntime(backend: str) -> bool:
-    """Whether `backend` runs ONNX Runtime on the CPU ("auto" does when it is installed)."""
-    if backend in ("onnxruntime", "onnx"):
-        return True
-    from samplecnn.inference.runners import _ort_available
-
-    return backend == "auto" and _ort_available()
-
-
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     """Default CPUs per scoring actor: one beside a GPU; on CPUs, the cluster's CPUs less
     room for decoding, shared between the actors (in quarters, at least one quarter)."""
@@ -294,7 +283,9 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     if manifest is not None:
         check_manifest(manifest)
     graph = None
-    if not is_onnx and device == "cpu" and _runs_onnxruntime(backend):
+    from samplecnn.inference.runners import resolve_backend
+
+    if not is_onnx and device == "cpu" and resolve_backend(backend) == "onnxruntime":
         # Exported once here (or taken from the export cache) and shipped to the actors
         # as bytes: the driver's cache folder need not be visible from other nodes.
         from pathlib import Path

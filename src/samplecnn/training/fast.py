@@ -45,10 +45,10 @@ class TrainingForward:
         self.compiled = torch.compile(model) if compile else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
         fn = self.compiled if self.compiled is not None else self.model
         if self.precision == "bf16":
+            import torch
+
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
                 return fn(x).float()
         return fn(x).float()

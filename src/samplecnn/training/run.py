@@ -300,9 +300,10 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
     # the same store.
     cfg["data"]["store"] = os.path.abspath(os.path.expanduser(cfg["data"]["store"]))
     out = Path(cfg["out_dir"])
-    hold = contextlib.nullcontext() if _launched_worker() else exclusive(out, "the run folder")
+    worker = _launched_worker()  # rank 0 holds and checks the run folder for all ranks
+    hold = contextlib.nullcontext() if worker else exclusive(out, "the run folder")
     with hold:
-        replace = resume is None and not _launched_worker() and _holds_run(out)
+        replace = resume is None and not worker and _holds_run(out)
         if replace and not overwrite:
             shown = escape_path(out)
             raise ValueError(
