@@ -9,14 +9,17 @@ from .pretrained import add_pretrained_option, take_pretrained
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint",
+        "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint or ONNX file",
         description="Score every full segment of every clip of a split (the same scoring "
                     "path as `samplecnn tag`), aggregate per clip (mean of segment scores by "
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
-                    "positive clip in the split are reported and excluded from the averages.",
+                    "positive clip in the split are reported and excluded from the averages. "
+                    "An ONNX file of `samplecnn export` (fp32 or int8) is evaluated as it "
+                    "is, on ONNX Runtime on the CPU.",
     )
     p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), or --pretrained")
+                   help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), an .onnx file "
+                        "of `samplecnn export`, or --pretrained")
     p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
@@ -57,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     hop = None
     if args.hop is not None:
-        cfg = read_checkpoint_info(args.checkpoint)["model_config"]
+        if str(args.checkpoint).lower().endswith(".onnx"):
+            from samplecnn.inference.onnx import read_metadata
+
+            cfg = read_metadata(args.checkpoint)
+        else:
+            cfg = read_checkpoint_info(args.checkpoint)["model_config"]
         hop = WindowGrid.of_seconds(cfg["input_samples"], cfg["sample_rate"], args.hop).hop
     result = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
                       batch_size=args.batch_size, device=args.device,
