@@ -116,9 +116,9 @@ def calibration_windows(source: str | os.PathLike, sample_rate: int, input_sampl
     cycled, one window at a random start each (zero-padded past a short clip's end). A
     store at another rate is refused. Anything else is audio (a folder, a file or a
     glob, as `samplecnn tag` reads them): files in a seeded random order, each decoded
-    at the model's rate on the window grid (full windows, one hop per window), up to
-    ceil(n / files) windows drawn from each (reservoir sampling: memory stays at a few
-    windows); a file that fails is skipped and listed in `failures`. ValueError when no
+    at the model's rate on the window grid (full windows, one hop per window), an equal
+    share of the windows still missing drawn from each (reservoir sampling: memory stays
+    at a few windows); a file that fails is skipped and listed in `failures`. ValueError when no
     window is found.
     """
     source = os.fspath(source)
@@ -159,23 +159,26 @@ def _audio_windows(source: str, sample_rate: int, input_samples: int, n: int,
     if len(files) == 1 and not os.path.exists(files[0]):
         raise ValueError(f"{escape_path(source)}: no such store, audio file or folder")
     grid = WindowGrid(input_samples, input_samples, "drop")
-    per_file = math.ceil(n / len(files))
     picked: list[np.ndarray] = []
     failures: list[str] = []
     used = 0
-    for i in rng.permutation(len(files)):
+    order = rng.permutation(len(files))
+    for done, i in enumerate(order):
         if len(picked) >= n:
             break
+        # What is still missing, shared by the files still to read: a short or broken
+        # file leaves its share to the next ones.
+        quota = math.ceil((n - len(picked)) / (len(order) - done))
         path = files[int(i)]
         keep: list[np.ndarray] = []
         try:
             for seen, (_, w) in enumerate(iter_windows(path, sample_rate, grid)):
                 # Reservoir sampling: each window of the file is kept with equal chance.
-                if seen < per_file:
+                if seen < quota:
                     keep.append(w.copy())
                 else:
                     j = int(rng.integers(0, seen + 1))
-                    if j < per_file:
+                    if j < quota:
                         keep[j] = w.copy()
         except Exception as err:  # a bad file is reported, never fatal
             failures.append(f"{escape_path(path)}: {error_reason(err)}")
