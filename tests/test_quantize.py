@@ -264,3 +264,11 @@ def test_bench_infer_int8(capsys):
     assert res["precision"] == "int8" and res["module"] == "OrtRunner" and res["segments_per_s"] > 0
     assert main(["bench", "infer", "--model", "samplecnn_small", "--precision", "int8",
                  "--backend", "torch"]) == 2
+
+
+def test_embed_with_an_onnx_file_is_a_one_line_error(trained, tmp_path, capsys):
+    wav = write_audio(tmp_path / "a.wav", clip_audio(np.array([1, 1, 0, 0]), 1.0, SR,
+                                                     np.random.default_rng(0)), SR)
+    assert main(["embed", str(trained["fp32"]), str(wav), "-o", str(tmp_path / "e.npz")]) == 2
+    assert "embeddings need the PyTorch checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()

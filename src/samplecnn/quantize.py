@@ -117,8 +117,9 @@ def calibration_windows(source: str | os.PathLike, sample_rate: int, input_sampl
     store at another rate is refused. Anything else is audio (a folder, a file or a
     glob, as `samplecnn tag` reads them): files in a seeded random order, each decoded
     at the model's rate on the window grid (full windows, one hop per window), an equal
-    share of the windows still missing drawn from each (reservoir sampling: memory stays
-    at a few windows); a file that fails is skipped and listed in `failures`. ValueError when no
+    share of the windows still missing drawn from each (reservoir sampling), the rest of
+    its draw kept to fill in for files shorter than their share (memory: at most 2n
+    windows); a file that fails is skipped and listed in `failures`. ValueError when no
     window is found.
     """
     source = os.fspath(source)
@@ -160,31 +161,35 @@ def _audio_windows(source: str, sample_rate: int, input_samples: int, n: int,
         raise ValueError(f"{escape_path(source)}: no such store, audio file or folder")
     grid = WindowGrid(input_samples, input_samples, "drop")
     picked: list[np.ndarray] = []
+    spare: list[np.ndarray] = []  # drawn beyond a file's share: fills in for short files
     failures: list[str] = []
     used = 0
     order = rng.permutation(len(files))
     for done, i in enumerate(order):
-        if len(picked) >= n:
+        missing = n - len(picked)
+        if missing <= 0:
             break
-        # What is still missing, shared by the files still to read: a short or broken
-        # file leaves its share to the next ones.
-        quota = math.ceil((n - len(picked)) / (len(order) - done))
+        # The windows still missing, shared by the files still to read.
+        quota = math.ceil(missing / (len(order) - done))
         path = files[int(i)]
         keep: list[np.ndarray] = []
         try:
             for seen, (_, w) in enumerate(iter_windows(path, sample_rate, grid)):
                 # Reservoir sampling: each window of the file is kept with equal chance.
-                if seen < quota:
+                if seen < missing:
                     keep.append(w.copy())
                 else:
                     j = int(rng.integers(0, seen + 1))
-                    if j < quota:
+                    if j < missing:
                         keep[j] = w.copy()
         except Exception as err:  # a bad file is reported, never fatal
             failures.append(f"{escape_path(path)}: {error_reason(err)}")
             continue
-        picked += keep[: n - len(picked)]
+        keep = [keep[k] for k in rng.permutation(len(keep))]
+        picked += keep[:quota]
+        spare = (spare + keep[quota:])[-n:]
         used += 1
+    picked += spare[: max(0, n - len(picked))]
     if not picked:
         shown = f" ({len(failures)} failed, e.g. {failures[0]})" if failures else ""
         raise ValueError(f"{escape_path(source)}: no calibration window could be read{shown}")
