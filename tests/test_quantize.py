@@ -113,7 +113,8 @@ def test_export_is_reproducible_and_carries_the_fp32_metadata(trained, capsys):
         assert meta[key] == fp32[key]
     q = meta["quantization"]
     assert q["method"] == "percentile" and q["windows"] == 32 and q["activations"] == "uint8"
-    assert q["calibration_source"] == str(trained["store"]) and q["fp32_nodes"] == []
+    assert q["calibration_source"] == str(trained["store"]) and q["keep_fp32"] == ["frontend"]
+    assert q["fp32_nodes"] and all(n.startswith("/m/frontend/") for n in q["fp32_nodes"])
     assert q["seed"] == 0 and q["format"] == "QDQ"
     ops = {n.op_type for n in onnx.load(str(first)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -140,7 +141,7 @@ def test_every_samplecnn_metadata_entry_is_copied(trained):
 
 
 def test_recipe_options_reach_the_graph(trained, capsys):
-    code, out, _ = _export_out(trained, capsys, "--keep-fp32", "frontend", "--keep-fp32", "output",
+    code, out, _ = _export_out(trained, capsys, "--keep-fp32", "frontend,output",
                                "--activations", "int8", "--calibration-method", "minmax")
     assert code == 0
     q = read_metadata(out)["quantization"]
@@ -157,6 +158,13 @@ def test_recipe_options_reach_the_graph(trained, capsys):
     # int8 activations: the quantized tensors are int8.
     zps = [i for i in proto.graph.initializer if i.name.endswith("_zero_point")]
     assert zps and any(z.data_type == onnx.TensorProto.INT8 for z in zps)
+    # "none": the whole network in int8, the waveform quantized at the input.
+    code, out, _ = _export_out(trained, capsys, "--keep-fp32", "none")
+    assert code == 0 and read_metadata(out)["quantization"]["fp32_nodes"] == []
+    nodes = onnx.load(str(out)).graph.node
+    made_by = {o: n.op_type for n in nodes for o in n.output}
+    (front,) = [n for n in nodes if n.op_type == "Conv" and n.name.startswith("/m/frontend/")]
+    assert made_by[front.input[0]] == made_by[front.input[1]] == "DequantizeLinear"
 
 
 def test_calibration_from_an_audio_folder_reports_bad_files(trained, tmp_path, capsys):
@@ -194,6 +202,7 @@ def test_store_at_another_rate_and_bad_options_are_one_line_errors(trained, tmp_
         (["--int8", "--calibration", str(tmp_path / "nowhere")], "no such store"),
         (["--int8", "--calibration", str(trained["store"]), "--calibration-windows", "0"],
          "positive integer"),
+        (["--int8", "--calibration", str(trained["store"]), "--keep-fp32", "head"], "unknown fp32 part"),
     ]
     for extra, msg in cases:
         assert main(["export", trained["ckpt"], "--onnx", str(tmp_path / "e.onnx"), *extra]) == 2

@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with the percentile method: the share of |activations| kept (default 99.999)")
     q.add_argument("--activations", choices=ACTIVATION_TYPES, default="uint8",
                    help="activation type (default uint8: the fast u8 x s8 kernels on x86)")
-    q.add_argument("--keep-fp32", action="append", choices=list(FP32_PARTS), default=[],
-                   metavar="PART", help="leave a part in fp32: frontend, output (repeatable)")
+    q.add_argument("--keep-fp32", default="frontend", metavar="PARTS",
+                   help=f"parts left in fp32, comma-separated ({', '.join(FP32_PARTS)}) or none "
+                        "(default frontend: the layer that reads the raw waveform)")
     q.add_argument("--reduce-range", action="store_true",
                    help="7-bit weights (avoids int16 overflow on x86 CPUs without VNNI)")
     q.add_argument("--seed", type=int, default=0, help="seed of the calibration draw (default 0)")
@@ -82,8 +83,13 @@ def _recipe(args: argparse.Namespace):
         raise ValueError(f"--calibration {escape_path(args.calibration)}: no such store, audio "
                          "file or folder")
     return QuantRecipe(method=args.calibration_method, windows=args.calibration_windows,
-                       activations=args.activations, keep_fp32=tuple(args.keep_fp32),
+                       activations=args.activations, keep_fp32=_parts(args.keep_fp32),
                        percentile=args.percentile, reduce_range=args.reduce_range, seed=args.seed)
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    return () if parts == ("none",) else parts
 
 
 def _export(args: argparse.Namespace, recipe) -> int:
