@@ -113,8 +113,8 @@ def test_export_is_reproducible_and_carries_the_fp32_metadata(trained, capsys):
         assert meta[key] == fp32[key]
     q = meta["quantization"]
     assert q["method"] == "percentile" and q["windows"] == 32 and q["activations"] == "uint8"
-    assert q["calibration_source"] == str(trained["store"]) and q["keep_fp32"] == ["frontend"]
-    assert q["fp32_nodes"] and all(n.startswith("/m/frontend/") for n in q["fp32_nodes"])
+    assert q["calibration_source"] == str(trained["store"]) and q["fp32_nodes"] == []
+    assert q["reduce_range"] is True and q["weights"] == "int8 per channel (7-bit)"
     assert q["seed"] == 0 and q["format"] == "QDQ"
     ops = {n.op_type for n in onnx.load(str(first)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -142,11 +142,12 @@ def test_every_samplecnn_metadata_entry_is_copied(trained):
 
 def test_recipe_options_reach_the_graph(trained, capsys):
     code, out, _ = _export_out(trained, capsys, "--keep-fp32", "frontend,output",
-                               "--activations", "int8", "--calibration-method", "minmax")
+                               "--activations", "int8", "--calibration-method", "minmax",
+                               "--weight-bits", "8")
     assert code == 0
     q = read_metadata(out)["quantization"]
     assert q["keep_fp32"] == ["frontend", "output"] and q["activations"] == "int8"
-    assert q["method"] == "minmax"
+    assert q["method"] == "minmax" and q["reduce_range"] is False
     proto = onnx.load(str(out))
     kept = [n for n in proto.graph.node if n.name in q["fp32_nodes"]]
     assert {n.op_type for n in kept} >= {"Conv", "Gemm"}
@@ -158,8 +159,8 @@ def test_recipe_options_reach_the_graph(trained, capsys):
     # int8 activations: the quantized tensors are int8.
     zps = [i for i in proto.graph.initializer if i.name.endswith("_zero_point")]
     assert zps and any(z.data_type == onnx.TensorProto.INT8 for z in zps)
-    # "none": the whole network in int8, the waveform quantized at the input.
-    code, out, _ = _export_out(trained, capsys, "--keep-fp32", "none")
+    # The default: the whole network in int8, the waveform quantized at the input.
+    code, out, _ = _export_out(trained, capsys)
     assert code == 0 and read_metadata(out)["quantization"]["fp32_nodes"] == []
     nodes = onnx.load(str(out)).graph.node
     made_by = {o: n.op_type for n in nodes for o in n.output}

@@ -53,20 +53,20 @@ CALIBRATION_BATCH = 8
 class QuantRecipe:
     """How to quantize: calibration `method` over `windows` windows drawn with `seed`,
     activations `uint8` or `int8` (weights are always int8, per output channel), the
-    `keep_fp32` parts (of `FP32_PARTS`; default the front end, which reads the raw
-    waveform) left in fp32, the `percentile` of |activations|
-    kept by the percentile method, and `reduce_range` (7-bit weights: no int16 overflow
-    in the AVX2 u8 x s8 kernels of CPUs without VNNI)."""
+    `keep_fp32` parts (of `FP32_PARTS`) left in fp32, the `percentile` of |activations|
+    kept by the percentile method, and `reduce_range` (7-bit weights, the default: no
+    int16 overflow in the AVX2 u8 x s8 kernels of CPUs without VNNI)."""
 
     method: str = "percentile"
     windows: int = DEFAULT_WINDOWS
     activations: str = "uint8"
-    # The front end stays fp32 by default: quantizing the raw waveform itself to 8 bits
-    # costs the demo model ~0.004 test ROC-AUC, the rest of the network almost nothing
-    # (BENCHMARKS.md, issue 23).
-    keep_fp32: tuple[str, ...] = ("frontend",)
+    keep_fp32: tuple[str, ...] = ()
     percentile: float = 99.999
-    reduce_range: bool = False
+    # 7-bit weights by default: on x86 without VNNI the u8 x s8 kernels add pairs of
+    # products in int16, and the front end's products (the waveform's uint8 codes sit
+    # around the zero point 128) overflow it with 8-bit weights; that cost the demo model
+    # ~0.004 test ROC-AUC, 7-bit weights or an fp32 front end ~0 (BENCHMARKS.md).
+    reduce_range: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,7 +93,7 @@ class QuantRecipe:
         line = f"{what}, {self.activations} activations"
         if self.keep_fp32:
             line += f", fp32 {' + '.join(self.keep_fp32)}"
-        return line + (", 7-bit weights" if self.reduce_range else "")
+        return line + (", 7-bit weights" if self.reduce_range else ", 8-bit weights")
 
 
 @dataclass

@@ -43,11 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with the percentile method: the share of |activations| kept (default 99.999)")
     q.add_argument("--activations", choices=ACTIVATION_TYPES, default="uint8",
                    help="activation type (default uint8: the fast u8 x s8 kernels on x86)")
-    q.add_argument("--keep-fp32", default="frontend", metavar="PARTS",
+    q.add_argument("--keep-fp32", default="none", metavar="PARTS",
                    help=f"parts left in fp32, comma-separated ({', '.join(FP32_PARTS)}) or none "
-                        "(default frontend: the layer that reads the raw waveform)")
-    q.add_argument("--reduce-range", action="store_true",
-                   help="7-bit weights (avoids int16 overflow on x86 CPUs without VNNI)")
+                        "(default none)")
+    q.add_argument("--weight-bits", type=int, choices=[7, 8], default=7,
+                   help="7 (default: no int16 overflow in the x86 kernels of CPUs without VNNI) "
+                        "or 8")
     q.add_argument("--seed", type=int, default=0, help="seed of the calibration draw (default 0)")
     add_pretrained_option(p)
     p.set_defaults(func=run)
@@ -84,7 +85,7 @@ def _recipe(args: argparse.Namespace):
                          "file or folder")
     return QuantRecipe(method=args.calibration_method, windows=args.calibration_windows,
                        activations=args.activations, keep_fp32=_parts(args.keep_fp32),
-                       percentile=args.percentile, reduce_range=args.reduce_range, seed=args.seed)
+                       percentile=args.percentile, reduce_range=args.weight_bits == 7, seed=args.seed)
 
 
 def _parts(text: str) -> tuple[str, ...]:
