@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from samplecnn.atomic import resolve_output
 from samplecnn.paths import escape_path
 
 __all__ = ["check_output_file", "check_output_dir", "check_device"]
@@ -46,7 +47,15 @@ def check_output_file(path: str | os.PathLike | None, option: str = "--output") 
     shown = escape_path(path)
     if path == "" or path.endswith(os.sep) or os.path.isdir(path):
         raise ValueError(f"{option} {shown}: is a folder; {option} needs a file name")
-    _check_parent(path, option)
+    try:
+        target, kind = resolve_output(path)  # refuses sockets, block devices, link loops
+    except ValueError as err:
+        raise ValueError(f"{option} {err}") from None
+    if kind == "stream":  # written through in place: only the device itself matters
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {shown}: is not writable")
+        return
+    _check_parent(os.fspath(target), option)  # a symlink is written at its real target
     if os.path.isfile(path) and not os.access(path, os.W_OK):
         # Written atomically by replacing it, which needs the folder only, but an existing
         # read-only file is a sign the user did not mean it to be overwritten.
