@@ -217,7 +217,8 @@ def test_bad_parameters_are_one_line_422s(srv, files):
     good, _ = files
     data = good["a.wav"].read_bytes()
     for query, words in (("top_k=-1", "top_k"), ("hop=0", "hop"), ("hop=0.00001", "hop"),
-                         ("aggregate=median", "aggregate")):
+                         ("hop=inf", "hop"), ("hop=nan", "hop"), ("hop=1e308", "hop"),
+                         ("hop=-inf", "hop"), ("aggregate=median", "aggregate")):
         r = srv.post(f"/v1/tag?{query}", "a.wav", data)
         assert r.status_code == 422, query
         err = r.json()["error"]

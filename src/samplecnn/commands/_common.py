@@ -12,7 +12,30 @@ import os
 from samplecnn.atomic import resolve_output
 from samplecnn.paths import escape_path
 
-__all__ = ["check_output_file", "check_output_dir", "check_device"]
+__all__ = ["check_output_file", "check_output_dir", "check_device", "finite_float"]
+
+
+def finite_float(low: float | None = None, high: float | None = None, low_inclusive: bool = False):
+    """An argparse `type=` for a float option: a finite number in (low, high] (`[low, high]`
+    with `low_inclusive`), checked by `samplecnn.options.check_float`, the one float check
+    of the CLI, the service and the API. `inf`, `nan` and `1e308` never reach the code
+    (exit 2, one line naming the option)."""
+    import argparse
+
+    from samplecnn.options import check_float
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        try:
+            return check_float(value, "the value", low=low, high=high, low_inclusive=low_inclusive)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "number"  # argparse names the type in some messages
+    return parse
 
 
 def _nearest_existing(path: str) -> str:

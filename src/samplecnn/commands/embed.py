@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from samplecnn.options import MAX_HOP_S
+from ._common import finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pooling over the layer's time axis within a window (default mean)")
     p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="FILE",
                    help="output .npz file")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--hop", type=finite_float(0, MAX_HOP_S), default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (0: in this process)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from samplecnn.options import MAX_HOP_S
+from ._common import finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
                    help="segment -> clip aggregation (default mean, as in the paper)")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--hop", type=finite_float(0, MAX_HOP_S), default=None, metavar="SECONDS",
                    help="hop between segments in seconds (default: one segment, consecutive)")
     p.add_argument("--last", choices=["drop", "pad"], default="drop",
                    help="the samples after the last full segment: drop (default, the paper's "

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from ._common import check_device
+from ._common import check_device, finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 KEY_ENV = "SAMPLECNN_API_KEY"
@@ -31,17 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${KEY_ENV} if set)")
     p.add_argument("--insecure-no-key", action="store_true",
                    help="allow a non-loopback --host without an API key")
-    p.add_argument("--max-upload-mb", type=float, default=100, metavar="MB",
+    p.add_argument("--max-upload-mb", type=finite_float(0, 1 << 20), default=100, metavar="MB",
                    help="largest upload accepted (default 100; larger ones get 413)")
     p.add_argument("--decode-workers", "--workers", dest="decode_workers", type=int, default=1, metavar="N",
                    help="decoding processes (default 1)")
     p.add_argument("--max-batch", type=int, default=64, metavar="N",
                    help="most windows per model call, across requests (default 64)")
-    p.add_argument("--max-wait-ms", type=float, default=5, metavar="MS",
+    p.add_argument("--max-wait-ms", type=finite_float(0, 60_000, low_inclusive=True), default=5, metavar="MS",
                    help="how long a window waits for others to share its model call (default 5)")
     p.add_argument("--queue-size", type=int, default=64, metavar="N",
                    help="requests in progress at once; more get 503 + Retry-After (default 64)")
-    p.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
+    p.add_argument("--timeout", type=finite_float(0, 86_400), default=60, metavar="SECONDS",
                    help="decoding + scoring time per request; past it 504 (default 60)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from ORIGIN (repeatable; default none)")

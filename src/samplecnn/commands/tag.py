@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from samplecnn.options import MAX_HOP_S
+from ._common import finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
                         "(relative paths are under the manifest's folder)")
     p.add_argument("--top-k", type=int, default=5, help="tags listed in `top` (default 5)")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--hop", type=finite_float(0, MAX_HOP_S), default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window, no overlap)")
     p.add_argument("--aggregate", choices=["mean", "max", "logit_mean"], default="mean",
                    help="how window scores are combined per file (default mean: the mean of "
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "$RAY_ADDRESS, else a local Ray instance)")
     ray.add_argument("--num-workers", type=int, default=1, metavar="N",
                      help="scoring actors, each holding the model once (default 1)")
-    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+    ray.add_argument("--gpus-per-worker", type=finite_float(0, 1024, low_inclusive=True), default=0.0, metavar="G",
                      help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from samplecnn.metrics import check_aggregation
+from samplecnn.options import MAX_HOP_S, check_float, check_int
 
 from . import decode
 from .scoring import HeadScorer, ScorerError
@@ -143,14 +144,14 @@ class Service:
     def __init__(self, tagger, *, name: str, api_key: str | None, max_upload_mb: float,
                  max_batch: int, max_wait_ms: float, queue_size: int, timeout_s: float,
                  decode_workers: int):
-        for label, value, low in (("max_upload_mb", max_upload_mb, 0), ("max_batch", max_batch, 1),
-                                  ("queue_size", queue_size, 1), ("decode_workers", decode_workers, 1)):
-            if value < low or (low == 0 and value <= 0):
-                raise ValueError(f"{label} must be {'positive' if low == 0 else f'at least {low}'}, got {value}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be 0 or more, got {max_wait_ms}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        # The CLI's bounds (commands/serve.py), checked again for Python callers: finite,
+        # so `nan` cannot slip through every comparison.
+        check_float(max_upload_mb, "max_upload_mb", low=0, high=1 << 20)
+        check_float(max_wait_ms, "max_wait_ms", low=0, high=60_000, low_inclusive=True)
+        check_float(timeout_s, "timeout_s", low=0, high=86_400)
+        for label, value in (("max_batch", max_batch), ("queue_size", queue_size),
+                             ("decode_workers", decode_workers)):
+            check_int(value, label, low=1)
         self.tagger = tagger
         self.name = name
         self.api_key = api_key or None
@@ -449,7 +450,8 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
                 "layers": tagger.layer_names, "max_upload_mb": svc.max_upload_mb,
                 "auth_required": svc.api_key is not None}
 
-    hop_q = Query(None, gt=0, description="hop between windows in seconds (default: one window)")
+    hop_q = Query(None, gt=0, le=MAX_HOP_S, allow_inf_nan=False,
+                  description="hop between windows in seconds (default: one window)")
     last_q = Query("pad", description="the samples after the last full window: pad (score them) or drop")
     name_q = Query(None, max_length=MAX_NAME, description="the file name reported back for a raw body")
     errs = _errors(400, 401, 413, 415, 422, 500, 503, 504)

@@ -1,0 +1,96 @@
+"""Issue 19: option values checked where they are parsed (item 4), and the smaller gaps
+(items 5, 11, 12): each at the level a user meets it (CLI exit 2 and one line, the
+Python API's ValueError)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from samplecnn.checkpoint import save_checkpoint
+from samplecnn.cli import main
+from samplecnn.models import create_model
+from samplecnn.tagging import Tagger
+from samplecnn.windows import WindowGrid
+
+TAGS = ["rock", "piano", "quiet"]
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=3)
+    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+
+
+@pytest.fixture(scope="module")
+def tagger(ckpt):
+    return Tagger.from_checkpoint(ckpt, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("music") / "a.wav"
+    sf.write(path, (0.3 * np.random.default_rng(1).standard_normal(SR // 2)).astype(np.float32), SR)
+    return str(path)
+
+
+def _usage_error(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "error:" in err[0] and "Traceback" not in err[0]
+    for n in needles:
+        assert n in err[0], err
+    return err[0]
+
+
+# -- 4: non-finite and huge floats ------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e308", "-inf", "0", "-1", "abc"])
+def test_hop_is_checked_by_every_command(ckpt, wav, tmp_path, capsys, value):
+    for argv in (["tag", ckpt, wav], ["embed", ckpt, wav, "--out", str(tmp_path / "e.npz")],
+                 ["evaluate", ckpt, "--data", str(tmp_path)]):
+        line = _usage_error(capsys, argv + ["--hop", value], "--hop")
+        assert line.startswith(f"samplecnn {argv[0]}: error:")
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "m.ckpt", "--max-upload-mb", "nan"],
+    ["serve", "m.ckpt", "--max-upload-mb", "inf"],
+    ["serve", "m.ckpt", "--max-wait-ms", "nan"],
+    ["serve", "m.ckpt", "--timeout", "inf"],
+    ["serve", "m.ckpt", "--timeout", "0"],
+    ["tag", "m.ckpt", "a.wav", "--engine", "ray", "--gpus-per-worker", "nan"],
+    ["export", "m.ckpt", "--onnx", "m.onnx", "--atol", "nan"],
+    ["synth", "out", "--seconds", "inf"],
+    ["demo", "--out", "out", "--seconds", "nan"],
+    ["visualize", "filters", "m.ckpt", "--out", "o", "--step-size", "inf"],
+    ["import", "w.pth", "--out", "m.ckpt", "--bn-eps", "nan"],
+    ["prepare", "csv", "--root", "r", "--out", "o", "--valid-fraction", "nan"],
+    ["prepare", "msd", "--root", "r", "--out", "o", "--threshold", "inf"],
+])
+def test_every_float_option_is_finite_and_bounded(capsys, argv):
+    _usage_error(capsys, argv, argv[-2])
+
+
+def test_api_refuses_non_finite_hops(tagger):
+    x = np.zeros(SR, np.float32)
+    for hop in (math.inf, math.nan, 1e308, -1.0):
+        with pytest.raises(ValueError, match="hop"):
+            WindowGrid.of_seconds(4096, SR, hop)
+        with pytest.raises(ValueError, match="hop"):
+            tagger.tag(x, sample_rate=SR, hop=hop)
+    assert WindowGrid.of_seconds(4096, SR, 0.5).hop == SR // 2
+
+
+def test_service_settings_are_finite():
+    from samplecnn.service.app import create_app
+
+    for kw in ({"max_upload_mb": math.nan}, {"max_wait_ms": math.nan}, {"timeout_s": math.inf}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            create_app(object(), **kw)
