@@ -94,3 +94,29 @@ def test_service_settings_are_finite():
     for kw in ({"max_upload_mb": math.nan}, {"max_wait_ms": math.nan}, {"timeout_s": math.inf}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             create_app(object(), **kw)
+
+
+# -- 5: an unusable SAMPLECNN_HOME ------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["under_a_file", "proc", "sys"])
+def test_unusable_home_warns_once_for_scoring_and_is_one_line_for_downloads(
+        ckpt, wav, tmp_path, kind, monkeypatch, capsys):
+    from samplecnn.inference import onnx
+
+    if kind == "under_a_file":
+        (tmp_path / "file").write_text("x")
+        home = tmp_path / "file" / "home"
+    else:
+        home = f"/{kind}/samplecnn-home"
+    monkeypatch.setenv("SAMPLECNN_HOME", str(home))
+    monkeypatch.setattr(onnx, "_cache_warned", False)
+    for _ in range(2):  # warned once per process, scored every time
+        assert main(["tag", ckpt, wav, "--workers", "0", "--backend", "onnxruntime"]) == 0
+    out = capsys.readouterr()
+    warn = out.err.strip().splitlines()
+    assert len(warn) == 1 and warn[0].startswith("samplecnn: warning:"), warn
+    assert f"SAMPLECNN_HOME={home}" in warn[0]
+    assert out.out.count('"error": null') == 2  # both runs scored the file
+    assert main(["pretrained", "download", "sota-mtat-sample"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"SAMPLECNN_HOME={home}" in lines[0], lines

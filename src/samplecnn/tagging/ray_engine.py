@@ -292,7 +292,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
 
         from samplecnn.inference.onnx import cached_graph
 
-        graph = Path(cached_graph(meta.runner.module, "scores")).read_bytes()
+        graph = cached_graph(meta.runner.module, "scores")
+        graph = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
