@@ -26,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
@@ -167,8 +168,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def _strict(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, Inf) as None: strict JSON parsers reject
+    the bare `NaN` Python's json writes, and an undefined value is a null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """Strict JSON (NaN and Inf written as null), UTF-8, atomically."""
+    return write_text(path, json.dumps(_strict(obj), indent=indent, ensure_ascii=False,
+                                       allow_nan=False) + "\n")
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
