@@ -120,3 +120,63 @@ def test_unusable_home_warns_once_for_scoring_and_is_one_line_for_downloads(
     assert main(["pretrained", "download", "sota-mtat-sample"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"SAMPLECNN_HOME={home}" in lines[0], lines
+
+
+# -- 12: small ones ---------------------------------------------------------------------------
+
+def test_big_endian_pcm_is_read_byte_swapped(tagger):
+    x = (0.3 * np.random.default_rng(2).standard_normal(SR)).clip(-1, 1)
+    pcm = (x * 32767).astype("<i2")
+    want = tagger.tag(pcm, sample_rate=SR)["tags"]
+    for arr in (pcm.astype(">i2"), (pcm.astype("<i4") << 16).astype(">i4"),
+                (pcm / 32768.0).astype(">f4"), (pcm / 32768.0).astype(">f8")):
+        got = tagger.tag(arr, sample_rate=SR)["tags"]
+        assert got == pytest.approx(want, abs=1e-5), arr.dtype
+
+
+@pytest.mark.parametrize("rate", ["16000", 16000.0, 1, 999, 10**7, True, None])
+def test_array_sample_rate_is_an_int_in_the_header_range(tagger, rate):
+    x = np.zeros(SR, np.float32)
+    with pytest.raises(ValueError, match="sample_rate"):
+        tagger.tag(x, sample_rate=rate)
+    assert tagger.tag(x, sample_rate=np.int64(22050))["error"] is None
+
+
+def _manifest(tmp_path, rows):
+    path = tmp_path / "m.csv"
+    path.write_text("path\n" + "".join(f"{r}\n" for r in rows))
+    return str(path)
+
+
+def test_blank_manifest_row_is_one_reason_on_every_engine(ckpt, wav, tmp_path, capsys):
+    import json
+
+    from samplecnn.tagging.ray_engine import _decode_row
+    from samplecnn.tagging.sources import EMPTY_PATH
+
+    man = _manifest(tmp_path, [wav, '""'])
+    out = tmp_path / "o.jsonl"
+    assert main(["tag", ckpt, "--manifest", man, "--format", "jsonl", "-o", str(out), "--workers", "0"]) == 1
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    blank = [r for r in recs if r["error"] is not None]
+    assert len(blank) == 1 and blank[0]["path"] == "" and blank[0]["error"] == EMPTY_PATH
+    assert "blank manifest row" in capsys.readouterr().err
+    ray_side = _decode_row({"path": ""}, sample_rate=SR, grid=WindowGrid(4096, 4096))
+    assert ray_side["error"] == EMPTY_PATH
+
+
+def test_duplicate_manifest_rows_are_tagged_once(ckpt, wav, tmp_path, capsys):
+    import json
+    import os
+
+    rel = os.path.relpath(wav, tmp_path)
+    man = _manifest(tmp_path, [wav, rel, wav, "./" + rel])
+    out = tmp_path / "o.jsonl"
+    assert main(["tag", ckpt, wav, "--manifest", man, "--format", "jsonl", "-o", str(out),
+                 "--workers", "0"]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    err = capsys.readouterr().err
+    assert "4 duplicate row(s)" in err and "tagged once" in err
+    from samplecnn.tagging.catalog import read_manifest
+
+    assert read_manifest(man) == [wav]

@@ -119,7 +119,7 @@ def _tag(args: argparse.Namespace) -> int:
         return _run_ray(args, warn)
     paths = expand_paths(args.paths, warn=warn) if args.paths else []
     if args.manifest:
-        paths += read_manifest(args.manifest)
+        paths += read_manifest(args.manifest, seen={path_key(p) for p in paths}, warn=warn)
     tagger = Tagger.load(args.model, backend=args.backend, device=args.device,
                          optimize=args.optimize, batch_size=args.batch_size)
     tagger.hop_samples(args.hop)  # validate before any work
@@ -140,7 +140,7 @@ def _tag(args: argparse.Namespace) -> int:
     try:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
                                     workers=args.workers, batch_size=args.batch_size, last=args.last):
-            shown = escape_path(res.path)
+            shown = escape_path(res.path) or "(blank manifest row)"
             if not args.quiet:  # a file that was tagged but not cleanly (truncated, damaged)
                 for w in res.record["warnings"]:
                     warn(f"{shown}: {w}")

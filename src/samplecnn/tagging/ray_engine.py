@@ -68,10 +68,7 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
     from .sources import _file_messages
 
     out = {"path": row["path"], "starts": b"", "windows": b"", "info": "{}", "error": ""}
-    name = unescape_path(row["path"])
-    if not name:
-        out["error"] = "empty path"
-        return out
+    name = unescape_path(row["path"])  # "" (a blank manifest row) fails in _file_messages
     starts, wins = [], []
     for msg in _file_messages(0, name, sample_rate, grid, chunk=64):
         if msg[0] == "windows":
@@ -228,10 +225,10 @@ def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     return max(0.25, np.floor(share * 4) / 4)
 
 
-def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256):
+def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256, warn=None):
     """The files to tag as Arrow tables of `rows` escaped absolute names (a `path`
-    column), from the list and then the manifest read in chunks; files in `done` left
-    out. Yields (table, skipped)."""
+    column), from the list and then the manifest read in chunks (its duplicates left out,
+    see `iter_manifest`); files in `done` left out. Yields (table, skipped)."""
     import pyarrow as pa
 
     from .catalog import iter_manifest
@@ -240,7 +237,7 @@ def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256
         for i in range(0, len(paths), rows):
             yield paths[i:i + rows]
         if manifest is not None:
-            yield from iter_manifest(manifest, rows)
+            yield from iter_manifest(manifest, rows, seen={path_key(p) for p in paths if p}, warn=warn)
 
     for chunk in chunks():
         keys = [path_key(p) if p else "" for p in chunk]
@@ -253,7 +250,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             top_k: int = 5, last: str = "pad", batch_size: int = 16, backend: str = "auto",
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
-            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None):
+            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
+            warn: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
     from samplecnn.metrics import check_aggregation
 
@@ -311,7 +309,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
         # The listing goes to the object store chunk by chunk (the driver keeps references);
         # a chunk is one block, decoded by one task.
         refs, total, skipped = [], 0, 0
-        for table, n_skipped in _path_blocks(list(paths), manifest, done):
+        for table, n_skipped in _path_blocks(list(paths), manifest, done, warn=warn):
             total += table.num_rows + n_skipped
             skipped += n_skipped
             if table.num_rows:

@@ -239,6 +239,11 @@ class Tagger:
             )
         if isinstance(source, _PATH_TYPES) and sample_rate is not None:
             raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
+        if sample_rate is not None:  # an int in the range a file's header may announce
+            from samplecnn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+            from samplecnn.options import check_int
+
+            check_int(sample_rate, "sample_rate (Hz)", low=MIN_SAMPLE_RATE, high=MAX_SAMPLE_RATE)
         info = StreamInfo()
         starts, outs, batch_s, batch_x = [], [], [], []
         for start, w in iter_windows(source, self.sample_rate, grid,

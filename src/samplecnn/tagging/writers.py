@@ -37,7 +37,10 @@ CSV_FIELDS = ["path", "duration_s", "sample_rate", "segments", "error"]
 
 def record_path(path: str | os.PathLike) -> str:
     """The `path` a record carries for a file: absolute, normalised, escaped
-    (`samplecnn.paths.escape_path`); always valid UTF-8 on one line."""
+    (`samplecnn.paths.escape_path`); always valid UTF-8 on one line. An empty path (a
+    blank manifest row) stays empty rather than naming the working directory."""
+    if not os.fspath(path):
+        return ""
     return escape_path(path_key(path))
 
 
