@@ -154,6 +154,8 @@ class Service:
             check_int(value, label, low=1)
         self.tagger = tagger
         self.name = name
+        if api_key and any(ord(c) < 0x20 or ord(c) == 0x7F for c in api_key):
+            raise ValueError("api_key: control characters cannot be sent in an HTTP header")
         self.api_key = api_key or None
         self.max_upload_mb = float(max_upload_mb)
         self.max_bytes = int(max_upload_mb * 2**20)
@@ -226,7 +228,11 @@ class Service:
             return
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        # Header values arrive as latin-1 text of the bytes sent: compare those bytes with
+        # the key's UTF-8, so that a non-ASCII key typed in a UTF-8 client matches.
+        # (strip(" \t") only: str.strip() would also eat a UTF-8 byte 0x85 or 0xa0.)
+        sent = token.strip(" \t").encode("latin-1", "replace")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(sent, self.api_key.encode("utf-8"))
         if not ok:
             raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
                            {"WWW-Authenticate": "Bearer"})
@@ -453,7 +459,8 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
     hop_q = Query(None, gt=0, le=MAX_HOP_S, allow_inf_nan=False,
                   description="hop between windows in seconds (default: one window)")
     last_q = Query("pad", description="the samples after the last full window: pad (score them) or drop")
-    name_q = Query(None, max_length=MAX_NAME, description="the file name reported back for a raw body")
+    name_q = Query(None, description=f"the file name reported back for a raw body (at most "
+                                     f"{MAX_NAME} characters, else 400)")
     errs = _errors(400, 401, 413, 415, 422, 500, 503, 504)
 
     @app.post("/v1/tag", response_model=TagOut, dependencies=[Depends(require_key)], responses=errs,
