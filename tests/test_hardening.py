@@ -4,6 +4,7 @@ Python API's ValueError)."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -180,3 +181,31 @@ def test_duplicate_manifest_rows_are_tagged_once(ckpt, wav, tmp_path, capsys):
     from samplecnn.tagging.catalog import read_manifest
 
     assert read_manifest(man) == [wav]
+
+
+@pytest.mark.slow
+def test_resumed_moved_run_names_every_path_absolutely(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import yaml
+
+    from samplecnn.training import train
+    from training_helpers import make_learnable_store, tiny_config
+
+    store = make_learnable_store(tmp_path / "data", n_clips=12, splits=(8, 2, 2))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(store, "a", trainer={"max_epochs": 1, "limit_train_batches": 1,
+                                           "limit_val_batches": 1})
+    train(cfg, log=None)  # out_dir given relatively
+    shutil.copytree(tmp_path / "a", tmp_path / "moved" / "b")
+    train(None, ["trainer.max_epochs=2"], resume="moved/b", log=None)  # resumed relatively
+    b = tmp_path / "moved" / "b"
+    conf = yaml.safe_load((b / "config.yaml").read_text())
+    summary = json.loads((b / "train_summary.json").read_text())
+    paths = [conf["out_dir"], conf["data"]["store"], summary["out_dir"],
+             summary["best_checkpoint"], summary["last_checkpoint"]]
+    assert all(os.path.isabs(p) for p in paths), paths
+    assert conf["out_dir"] == summary["out_dir"] == str(b)
+    assert summary["best_checkpoint"] == str(b / "checkpoints" / "best.ckpt")
+    assert summary["last_checkpoint"] == str(b / "checkpoints" / "last.ckpt")
