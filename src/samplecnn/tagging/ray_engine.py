@@ -186,34 +186,10 @@ def _configured():
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Join `address`, or the Ray instance this process already started, or start a local
-    one. Returns True when this call started it (the caller shuts it down)."""
-    if ray.is_initialized():
-        return False
-    # Ray's C++ core logs to the driver's stderr (actor restarts, ...); its failures reach
-    # us as exceptions, so only fatal lines are kept. It announces that level once, while
-    # it starts: that start runs with stderr pointed at /dev/null.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    with _stderr_to_devnull():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
-    return True
+    """Join `address` (see `ray_connect.connect`: one line, in bounded time, on failure)."""
+    from .ray_connect import connect
 
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return connect(ray, address)
 
 
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
