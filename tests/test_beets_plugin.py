@@ -268,11 +268,13 @@ class TestTagging(Library):
 
 
 class TestImport(Library):
+    db_on_disk = True  # the threaded importer opens a connection per thread
     def test_auto_tags_the_library_copy_not_the_original(self):
         self.configure(threshold=0.001, auto=True)
         originals = [write_audio(self.import_path / "album" / n, seed=i)
                      for i, n in enumerate(["a.mp3", "b.flac"])]
         before = [digest(p) for p in originals]
+        self.config["threaded"] = True  # beets' default: the hook runs in a pipeline thread
         self.setup_importer(autotag=False, copy=True, write=True).run()
         items = list(self.lib.items())
         assert len(items) == 2
@@ -282,6 +284,13 @@ class TestImport(Library):
             assert sorted(file_labels(item.path)) == sorted(TAGS)
         assert [digest(p) for p in originals] == before
         assert all(file_labels(p) is None for p in originals)
+
+    def test_a_model_without_thresholds_stops_the_import_before_any_file_is_copied(self):
+        self.configure(auto=True)
+        write_audio(self.import_path / "album" / "a.flac", seed=0)
+        with pytest.raises(UserError, match="carries no thresholds"):
+            self.setup_importer(autotag=False, copy=True).run()
+        assert not list(self.lib.items()) and not any(self.lib_path.rglob("*.flac"))
 
     def test_auto_stores_without_writing_when_import_write_is_off(self):
         self.configure(threshold=0.001, auto=True)

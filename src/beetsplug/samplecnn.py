@@ -203,8 +203,13 @@ class SampleCNNPlugin(BeetsPlugin):
             raise ui.UserError(f"samplecnn: {err}") from None
 
     def _check_model(self, *args, **kwargs) -> None:
-        self.engine()
+        """`import_begin` with `auto`: a bad setting or model stops the import before the
+        first file is copied, not in the middle of it."""
         self._genres()
+        try:
+            self.engine().tagger
+        except ValueError as err:
+            raise ui.UserError(f"samplecnn: {err}") from None
 
     def _write(self, flag: bool | None) -> bool:
         """-w/-W, else samplecnn.write, else beets' import.write."""
@@ -264,13 +269,16 @@ class SampleCNNPlugin(BeetsPlugin):
             self._record_fields(fields.values())
         self._log.info("tagging {} item(s) with {}", len(todo), identity)
         paths = [os.fsdecode(it.path) for it in todo]
+        # beets' threaded importer calls from its own threads: forking decoding workers
+        # from a multi-threaded process can deadlock them, so the thread decodes itself.
+        workers = None if threading.current_thread() is threading.main_thread() else 0
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), unit="item", desc="samplecnn", leave=False, file=sys.stderr)
         try:
-            for index, record in engine.tag(paths):
+            for index, record in engine.tag(paths, workers=workers):
                 item = todo[index]
                 shown = displayable_path(item.path)
                 for warning in record.get("warnings") or []:

@@ -219,11 +219,12 @@ class LibraryTagger:
     def tags(self) -> list[str]:
         return self.tagger.tags
 
-    def tag(self, paths: Sequence[str]) -> Iterator[tuple[int, dict]]:
+    def tag(self, paths: Sequence[str], workers: int | None = None) -> Iterator[tuple[int, dict]]:
         """`(index into paths, record)` as files finish (completion order); a failed file's
-        record has its `error` set. Records carry `labels` (the one decision rule)."""
+        record has its `error` set. Records carry `labels` (the one decision rule).
+        `workers` overrides the decoding processes (0: decode in this thread)."""
         tagger = self.tagger
-        workers = min(self.workers, len(paths))
+        workers = min(self.workers if workers is None else workers, len(paths))
         for res in tagger.tag_files(list(paths), workers=workers, batch_size=self.batch_size,
                                     threshold=self.threshold, at_least_one=self.at_least_one):
             yield res.index, res.record
