@@ -89,7 +89,10 @@ class Library(PluginMixin, ImportHelper):
 
     def configure(self, **settings) -> None:
         self.unload_plugins()
-        self.config["samplecnn"].set({"model": str(self.model_path), "workers": 0, **settings})
+        # `set` lays a new source over the earlier ones: every option is given each time.
+        self.config["samplecnn"].set({
+            "model": str(self.model_path), "workers": 0, "threshold": None, "at_least_one": False,
+            "auto": False, "scores": False, "genres": False, "batch_size": 16, **settings})
         self.load_plugins()
         cached_classproperty.cache.clear()
 
@@ -256,6 +259,19 @@ class TestTagging(Library):
         self.configure(model="no-such-weights")
         with pytest.raises(UserError, match="unknown pretrained weights 'no-such-weights'"):
             self.samplecnn("-f")
+        junk = self.temp_path / "junk.ckpt"
+        junk.write_bytes(os.urandom(2000))
+        self.configure(model=str(junk), threshold=0.5)
+        with pytest.raises(UserError, match="junk.ckpt") as err:
+            self.samplecnn("-f")
+        assert "\n" not in str(err.value)
+        for setting, message in [({"threshold": 2}, "threshold must be at most 1"),
+                                 ({"batch_size": 0}, "batch_size must be at least 1"),
+                                 ({"genres": "rock"}, "genres must be yes, no or a map")]:
+            self.configure(**{"threshold": 0.5, **setting})
+            with pytest.raises(UserError, match=message):
+                self.samplecnn("-f")
+        assert self.lib.get_item(items[1].id)[LABELS_FIELD]  # no error touched the item
 
     def test_a_second_plugin_instance_reuses_the_media_field(self):
         self.configure(threshold=0.001)
@@ -366,3 +382,35 @@ def test_the_package_installs_the_plugin_into_the_beetsplug_namespace():
     assert not (SRC / "beetsplug" / "__init__.py").exists()  # beets' namespace (PEP 420)
     extras = meta["project"]["optional-dependencies"]
     assert "beets>=2.7,<3" in extras["beets"] and "beets>=2.7,<3" in extras["test"]
+
+
+def test_the_engine_half_tags_with_an_onnx_export_as_with_its_checkpoint(tmp_path, model_path):
+    from samplecnn.checkpoint import load_model
+    from samplecnn.inference.onnx import cached_graph
+    from samplecnn.tagging.library import LibraryTagger
+
+    onnx = tmp_path / "tiny.onnx"
+    onnx.write_bytes(cached_graph(load_model(model_path)).read_bytes())
+    paths = [str(write_audio(tmp_path / n, seed=i)) for i, n in enumerate(["a.mp3", "b.flac"])]
+    paths.append(str(tmp_path / "missing.flac"))
+    by_ckpt = dict(LibraryTagger(model_path, threshold=0.001, workers=0).tag(paths))
+    engine = LibraryTagger(onnx, threshold=0.001, workers=0)
+    by_onnx = dict(engine.tag(paths))
+    for i in (0, 1):
+        assert by_onnx[i]["tags"] == pytest.approx(by_ckpt[i]["tags"], abs=1e-5)
+        assert sorted(by_onnx[i]["labels"]) == sorted(TAGS)
+    assert by_onnx[2]["error"] == "file not found" and by_onnx[2]["labels"] is None
+    assert engine.identity == f"tiny.onnx@{digest(onnx)[:12]}"
+
+
+def test_public_weights_are_named_not_downloaded_until_used():
+    from samplecnn.tagging.library import LibraryTagger
+
+    engine = LibraryTagger("sota-mtat-sample")
+    assert engine.pretrained and engine.name == "sota-mtat-sample"
+    engine.check()  # a known name: nothing is fetched
+    assert engine._path is None
+    with pytest.raises(ValueError, match="model file not found"):
+        LibraryTagger("models/best.ckpt").check()
+    with pytest.raises(ValueError, match="no model"):
+        LibraryTagger("  ")
