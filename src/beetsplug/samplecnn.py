@@ -263,10 +263,10 @@ class SampleCNNPlugin(BeetsPlugin):
             tags = engine.tags  # loads the model: once per plugin instance
             fields = score_fields(tags) if scores else {}
             identity = engine.identity
+            if fields:
+                self._record_fields(fields.values())
         except ValueError as err:
             raise ui.UserError(f"samplecnn: {err}") from None
-        if fields:
-            self._record_fields(fields.values())
         self._log.info("tagging {} item(s) with {}", len(todo), identity)
         paths = [os.fsdecode(it.path) for it in todo]
         # beets' threaded importer calls from its own threads: forking decoding workers
