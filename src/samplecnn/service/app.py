@@ -474,11 +474,9 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
     async def taggram(request: Request, hop: Optional[float] = hop_q, last: Literal["pad", "drop"] = last_q,
                       filename: Optional[str] = name_q):
         """Per-window scores `(windows, tags)` with each window's start and end in seconds."""
-        from samplecnn.tagging.tagger import FileResult
-
         grid = grid_of(hop, last)
         path, info, scored = await svc.run(request, ("tag",), grid, filename)
-        tg = tagger.taggram_of(FileResult(0, path, info, scored.starts, scored.outputs))
+        tg = tagger.taggram_from(scored.starts, scored.outputs, info)
         return JSONResponse({"path": path, "duration_s": round(tg.duration_s, 6),
                              "sample_rate": tg.sample_rate, "tags": tg.tags,
                              "start_s": _rounded(tg.start_s), "end_s": _rounded(tg.end_s),
@@ -490,21 +488,17 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
                     pool: Literal["mean", "max"] = "mean", hop: Optional[float] = hop_q,
                     last: Literal["pad", "drop"] = last_q, filename: Optional[str] = name_q):
         """One layer's embedding per window (pooled over time) and their mean over windows."""
-        from samplecnn.tagging.tagger import _times
-
         try:
             tagger.check_layer(layer, pool)
         except ValueError as err:
             raise ApiError(422, str(err)) from None
         grid = grid_of(hop, last)
         path, info, scored = await svc.run(request, ("embed", layer, pool), grid, filename)
-        start_s, end_s = _times(scored.starts, tagger.input_samples, tagger.sample_rate,
-                                info.get("duration_s"))
-        windows = scored.outputs.astype(np.float32)
+        emb = tagger.embedding_from(layer, scored.starts, scored.outputs, info)
         return JSONResponse({"path": path, "layer": layer, "pool": pool,
-                             "duration_s": round(float(info["duration_s"]), 6),
-                             "start_s": _rounded(start_s), "end_s": _rounded(end_s),
-                             "windows": windows.tolist(), "mean": windows.mean(axis=0).tolist()})
+                             "duration_s": round(emb.duration_s, 6),
+                             "start_s": _rounded(emb.start_s), "end_s": _rounded(emb.end_s),
+                             "windows": emb.windows.tolist(), "mean": emb.clip.tolist()})
 
     _mount_docs(app)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from samplecnn.audio import AudioError
-from samplecnn.tagging.sources import StreamInfo, _file_blocks, error_reason
+from samplecnn.tagging.sources import StreamInfo, error_reason, file_blocks
 
 __all__ = ["decode_to_file", "open_decoded", "blocks_of", "warm_up", "NOT_AUDIO_REASONS"]
 
@@ -48,7 +48,7 @@ def decode_to_file(src: str, dst: str, sample_rate: int) -> dict:
     info = StreamInfo()
     try:
         with open(dst, "wb") as out:
-            for block in _file_blocks(Path(src), sample_rate, info):
+            for block in file_blocks(Path(src), sample_rate, info):
                 out.write(np.asarray(block, dtype="<f4").tobytes())
                 info.samples += len(block)
         if info.samples == 0:
