@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from samplecnn.metrics import check_aggregation
+from samplecnn.tagging.sources import window_messages
 
 from . import decode
 from .scoring import HeadScorer, ScorerError
@@ -286,17 +287,13 @@ class Service:
         scorer = self.head(spec)
         key, fut = scorer.open()
         try:
-            starts, wins = [], []
-            for start, w in grid.stream(decode.blocks_of(samples)):
-                starts.append(start)
-                wins.append(w)
-                if len(wins) == _CHUNK:
-                    await scorer.put(("windows", key, np.asarray(starts, np.int64), np.stack(wins)))
-                    starts, wins = [], []
-                    await asyncio.sleep(0)  # a long file does not hold the event loop
-            if wins:
-                await scorer.put(("windows", key, np.asarray(starts, np.int64), np.stack(wins)))
-            await scorer.put(("done", key, info))
+            # The one feeder, over the decoded samples (at the model's rate already).
+            for msg in window_messages(key, samples, self.tagger.sample_rate, grid, chunk=_CHUNK,
+                                       source_sample_rate=self.tagger.sample_rate):
+                if msg[0] == "done":
+                    msg = ("done", key, info)  # the decoder's facts: source rate, warnings
+                await scorer.put(msg)
+                await asyncio.sleep(0)  # a long file does not hold the event loop
             scored = await fut
         except BaseException:
             scorer.forget(key)
