@@ -20,6 +20,7 @@ import numpy as np
 from samplecnn.inference.batching import score_messages
 from samplecnn.metrics import aggregate as aggregate_windows
 from samplecnn.metrics import check_aggregation, sigmoid
+from samplecnn.thresholds import check_threshold, decide
 from samplecnn.windows import WindowGrid
 
 from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
@@ -211,6 +212,31 @@ class Tagger:
         return int(self.runner.input_samples)
 
     @property
+    def thresholds(self) -> np.ndarray | None:
+        """The model's stored decision thresholds, float32 `(n_tags,)`, or None."""
+        th = getattr(self.runner, "thresholds", None)
+        return None if th is None else th.values.astype(np.float32)
+
+    @property
+    def threshold_info(self):
+        """The stored `samplecnn.thresholds.Thresholds` (objective, split, store, unfitted
+        tags), or None."""
+        return getattr(self.runner, "thresholds", None)
+
+    def decide(self, scores: np.ndarray, threshold: float | None = None,
+               at_least_one: bool = False) -> list[str] | None:
+        """Clip scores `(n_tags,)` -> the decided tag names, highest score first (THE
+        decision, `samplecnn.thresholds.decide`): `threshold` for every tag, else the stored
+        thresholds; None when there are neither."""
+        if threshold is not None:
+            limits = check_threshold(threshold)
+        else:
+            limits = self.thresholds
+            if limits is None:
+                return None
+        return [self.tags[i] for i in decide(scores, limits, at_least_one)]
+
+    @property
     def window_s(self) -> float:
         return self.input_samples / self.sample_rate
 
@@ -266,9 +292,11 @@ class Tagger:
                        float(info.duration_s), self.sample_rate)
 
     def tag(self, source, sample_rate: int | None = None, *, hop: float | None = None,
-            aggregate: str = "mean", top_k: int = 5, last: str = "pad") -> dict:
+            aggregate: str = "mean", top_k: int = 5, last: str = "pad",
+            threshold: float | None = None, at_least_one: bool = False) -> dict:
         """The JSON record of one source: `path`, `duration_s`, `sample_rate`, `segments`,
-        `tags` (every tag -> score), `top` (the `top_k` `[tag, score]` pairs), `error`.
+        `tags` (every tag -> score), `top` (the `top_k` `[tag, score]` pairs), `labels`
+        (the decided tags, see `make_record`), `error`.
 
         Raises for unusable input (batch runs report it in `error` instead).
         """
@@ -277,7 +305,8 @@ class Tagger:
         starts, logits, info = self._windows_apply(source, sample_rate, grid, self.logits)
         path = os.fsdecode(source) if isinstance(source, _PATH_TYPES) else None
         return self.make_record(path, logits, info.as_dict(), aggregate=aggregate, top_k=top_k,
-                                hop_s=grid.hop / self.sample_rate, last=last)
+                                hop_s=grid.hop / self.sample_rate, last=last,
+                                threshold=threshold, at_least_one=at_least_one)
 
     def embed(self, source, sample_rate: int | None = None, *, layer: str = "features",
               hop: float | None = None, pool: str = "mean", last: str = "pad") -> Embedding:
@@ -296,9 +325,15 @@ class Tagger:
     def make_record(self, path: str | None, logits: np.ndarray | None, info: dict, *,
                     aggregate: str = "mean", top_k: int = 5, hop_s: float | None = None,
                     last: str = "pad", error: str | None = None,
-                    warnings: Sequence[str] = ()) -> dict:
+                    warnings: Sequence[str] = (), threshold: float | None = None,
+                    at_least_one: bool = False) -> dict:
         """A file's window logits `(windows, n_tags)` -> its output record (the JSON
         object of `samplecnn tag`; `error` set and `logits` None for a failed file).
+
+        `labels`: the tags whose clip score is at or above their threshold, highest score
+        first (`threshold` for every tag, else the model's stored thresholds; with
+        `at_least_one`, the top tag when none passes); None when the model has no stored
+        thresholds and no `threshold` is given, and for a failed file.
 
         `path` is recorded as `writers.record_path(path)` (absolute, escaped: every file
         name is written as UTF-8 and found again by `--resume`); None stays None (arrays).
@@ -319,6 +354,7 @@ class Tagger:
             "aggregate": aggregate,
             "tags": None,
             "top": [],
+            "labels": None,
             "warnings": [record_text(str(w)) for w in [*warnings, *(info.get("warnings") or [])]],
             "error": None if error is None else record_text(error),
         }
@@ -330,21 +366,26 @@ class Tagger:
         rec["segments"] = int(len(logits))
         rec["tags"] = {t: round(float(s), 6) for t, s in zip(self.tags, clip)}
         rec["top"] = [[self.tags[i], round(float(clip[i]), 6)] for i in order]
+        rec["labels"] = self.decide(clip, threshold, at_least_one)
         return rec
 
     # -- many files ------------------------------------------------------------------
     def tag_files(self, paths: Sequence[str], *, hop: float | None = None, aggregate: str = "mean",
                   top_k: int = 5, workers: int = 0, batch_size: int | None = None,
-                  last: str = "pad") -> Iterator[FileResult]:
+                  last: str = "pad", threshold: float | None = None,
+                  at_least_one: bool = False) -> Iterator[FileResult]:
         """Tag many files with cross-file batches; yields `FileResult`s (with `.record`
         set, and `.outputs` the per-window logits) as files finish."""
         check_aggregation(aggregate)
+        if threshold is not None:
+            check_threshold(threshold)
         grid = self.grid(hop, last)
         for res in run_batched(paths, self.logits, sample_rate=self.sample_rate, grid=grid,
                                batch_size=batch_size or self.batch_size, workers=workers):
             res.record = self.make_record(res.path, res.outputs, res.info, aggregate=aggregate,
                                           top_k=top_k, hop_s=grid.hop / self.sample_rate,
-                                          last=last, error=res.error)
+                                          last=last, error=res.error, threshold=threshold,
+                                          at_least_one=at_least_one)
             yield res
 
     def embed_files(self, paths: Sequence[str], *, layer: str = "features", pool: str = "mean",
