@@ -151,6 +151,26 @@ class TestTagging(Library):
             item.load()
             assert (digest(item.path), os.stat(item.path).st_mtime_ns, dict(item)) == state[item.id]
 
+    def test_a_model_decides_with_its_stored_thresholds(self, tmp_path):
+        """Thresholds stored in the checkpoint (as `samplecnn train` fits them) decide
+        without any `threshold` setting: here only jazz can pass (0 against 1 for the
+        others), so every item is labelled jazz and nothing else."""
+        import samplecnn
+        from samplecnn.checkpoint import save_checkpoint
+        from samplecnn.thresholds import Thresholds
+
+        model = samplecnn.create_model("samplecnn_small", n_tags=len(TAGS), seed=0, tags=TAGS)
+        model.thresholds = Thresholds(np.array([0.0 if t == "jazz" else 1.0 for t in TAGS]), TAGS)
+        fitted = tmp_path / "fitted.ckpt"
+        save_checkpoint(fitted, model)
+        self.configure(model=str(fitted))
+        items = self.import_files(["a.mp3", "b.flac"])
+        self.samplecnn()
+        for item in items:
+            item.load()
+            assert list(item[LABELS_FIELD]) == ["jazz"] and file_labels(item.path) == ["jazz"]
+            assert item[MODEL_FIELD].startswith("fitted.ckpt@")
+
     def test_labels_are_written_only_with_write_on(self):
         self.configure(threshold=0.001)
         items = self.import_files(["a.mp3", "b.flac"])

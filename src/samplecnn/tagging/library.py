@@ -140,15 +140,15 @@ class LibraryTagger:
     def __init__(self, model: str | os.PathLike, *, threshold: float | None = None,
                  at_least_one: bool = False, batch_size: int = 16, workers: int = 1,
                  device: str = "cpu"):
-        from samplecnn.options import check_float, check_int
+        from samplecnn.options import ScoringOptions, check_int
 
         if model is None or not str(model).strip():
             raise ValueError("no model: set samplecnn.model to a checkpoint, an ONNX file "
                              "or public weights' name (see `samplecnn pretrained list`)")
         self.spec = os.fspath(model)
-        self.threshold = None if threshold is None else check_float(
-            threshold, "samplecnn.threshold", low=0.0, high=1.0, low_inclusive=True)
-        self.at_least_one = bool(at_least_one)
+        # How files are scored and decided: `samplecnn tag`'s defaults, with the threshold
+        # override and the at-least-one rule (validated here, before any file is read).
+        self.options = ScoringOptions(threshold=threshold, at_least_one=bool(at_least_one))
         self.batch_size = check_int(batch_size, "samplecnn.batch_size", low=1)
         self.workers = check_int(workers, "samplecnn.workers", low=0)
         self.device = str(device)
@@ -206,8 +206,9 @@ class LibraryTagger:
         if self._tagger is None:
             from samplecnn.tagging.tagger import Tagger
 
-            tagger = Tagger.load(self.path(), device=self.device, batch_size=self.batch_size)
-            if self.threshold is None and getattr(tagger, "thresholds", None) is None:
+            tagger = Tagger.load(self.path(), backend=self.options.backend, device=self.device,
+                                 batch_size=self.batch_size)
+            if self.options.threshold is None and tagger.thresholds is None:
                 raise ValueError(
                     f"{self.spec}: the model carries no thresholds, so it decides no labels: "
                     "set samplecnn.threshold (one for every tag), or fit them with "
@@ -225,6 +226,6 @@ class LibraryTagger:
         `workers` overrides the decoding processes (0: decode in this thread)."""
         tagger = self.tagger
         workers = min(self.workers if workers is None else workers, len(paths))
-        for res in tagger.tag_files(list(paths), workers=workers, batch_size=self.batch_size,
-                                    threshold=self.threshold, at_least_one=self.at_least_one):
+        for res in tagger.tag_files(list(paths), self.options, workers=workers,
+                                    batch_size=self.batch_size):
             yield res.index, res.record
