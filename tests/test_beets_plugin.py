@@ -133,8 +133,7 @@ class TestTagging(Library):
             expected = [t for t in ranked if scores[t] >= 0.5] or ranked[:1]
             assert labels == expected and labels
             assert file_labels(item.path) == labels
-            assert item[MODEL_FIELD].startswith("tiny.ckpt@")
-            assert item[MODEL_FIELD].split("@")[1] == hashlib.sha256(self.model_path.read_bytes()).hexdigest()[:12]
+            assert item[MODEL_FIELD] == f"tiny.ckpt@{digest(self.model_path)[:12]}"
             ref = plain.tag(os.fsdecode(item.path))["tags"]
             assert scores == pytest.approx(ref, abs=1e-4)
             # Writing tags leaves the audio's decoded samples as they were.
@@ -238,7 +237,9 @@ class TestTagging(Library):
         assert hits == {k for k, v in values.items() if v >= cut} and 0 < len(hits) < 3
 
     def test_an_interrupted_run_keeps_what_it_stored_and_the_next_run_goes_on(self, monkeypatch):
-        self.configure(threshold=0.001)
+        import multiprocessing
+
+        self.configure(threshold=0.001, workers=1)  # with a decoding process, as by default
         items = self.import_files(["a.mp3", "b.flac", "c.mp3", "d.flac"])
         writes, interrupted = [], []
         real_write = Item.write
@@ -253,6 +254,7 @@ class TestTagging(Library):
         monkeypatch.setattr(Item, "write", write)
         with pytest.raises(KeyboardInterrupt):
             self.samplecnn()
+        assert not multiprocessing.active_children()  # the decoding worker is gone
         stored = {i.id for i in self.lib.items() if i.get(MODEL_FIELD)}
         assert stored == set(writes[:2])  # the interrupted write finished, with its row
         for i in self.lib.items():
@@ -305,15 +307,26 @@ class TestTagging(Library):
 
 class TestImport(Library):
     db_on_disk = True  # the threaded importer opens a connection per thread
-    def test_auto_tags_the_library_copy_not_the_original(self):
+    def test_auto_tags_the_library_copy_not_the_original(self, monkeypatch):
+        from samplecnn.tagging.tagger import Tagger
+
+        loads = []
+        real_load = Tagger.load.__func__
+
+        def load(cls, *args, **kwargs):
+            loads.append(args)
+            return real_load(cls, *args, **kwargs)
+
+        monkeypatch.setattr(Tagger, "load", classmethod(load))
         self.configure(threshold=0.001, auto=True)
-        originals = [write_audio(self.import_path / "album" / n, seed=i)
-                     for i, n in enumerate(["a.mp3", "b.flac"])]
+        originals = [write_audio(self.import_path / album / n, seed=i)
+                     for i, (album, n) in enumerate([("one", "a.mp3"), ("one", "b.flac"), ("two", "c.mp3")])]
         before = [digest(p) for p in originals]
         self.config["threaded"] = True  # beets' default: the hook runs in a pipeline thread
         self.setup_importer(autotag=False, copy=True, write=True).run()
+        assert len(loads) == 1  # one model load for the two albums (two import tasks)
         items = list(self.lib.items())
-        assert len(items) == 2
+        assert len(items) == 3
         for item in items:
             assert str(self.lib_path) in os.fsdecode(item.path)
             assert sorted(item[LABELS_FIELD]) == sorted(TAGS)
@@ -348,7 +361,8 @@ def test_beet_ls_with_the_plugin_imports_neither_torch_nor_onnxruntime(tmp_path,
     code = ("import sys\nfrom beets.ui import main\n"
             "for cmd in (['ls'], ['ls', 'samplecnn_rock:0.5..'], ['samplecnn', '--help']):\n"
             "    try:\n        main(cmd)\n    except SystemExit:\n        pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'lightning') if m in sys.modules))\n")
+            "heavy = ('torch', 'onnxruntime', 'onnx', 'lightning')\n"
+            "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n")
     env = {**os.environ, "BEETSDIR": str(tmp_path), "HOME": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
