@@ -35,7 +35,7 @@ from samplecnn.tagging.library import (FILE_TAG, LABELS_FIELD, MODEL_FIELD, Libr
                                        genres_for, merge_genres, score_fields)
 
 #: Where the plugin records the score fields it has written, so that they are typed
-#: (`beet ls samplecnn_rock:0.5..`) without loading a model: beside beets' library.
+#: (`beet ls samplecnn_rock:0.5..`) without loading a model: in beets' config folder.
 FIELDS_FILE = "samplecnn_fields.json"
 _SCORE = dbtypes.Float(3)
 

@@ -8,7 +8,7 @@
         record["labels"], record["tags"]
     lt.identity                           # "model.ckpt@1a2b3c4d5e6f": name and weights digest
 
-Nothing here imports torch, ONNX Runtime or NumPy at import time: the plugin is loaded by
+Nothing here imports torch or ONNX Runtime at import time: the plugin is loaded by
 every `beet` call (`beet ls` included) and the model only when items are tagged.
 """
 from __future__ import annotations
