@@ -92,7 +92,8 @@ class Library(PluginMixin, ImportHelper):
         # `set` lays a new source over the earlier ones: every option is given each time.
         self.config["samplecnn"].set({
             "model": str(self.model_path), "workers": 0, "threshold": None, "at_least_one": False,
-            "auto": False, "scores": False, "genres": False, "batch_size": 16, **settings})
+            "auto": False, "scores": False, "genres": False, "batch_size": 16, "write": None,
+            "force": False, **settings})
         self.load_plugins()
         cached_classproperty.cache.clear()
 
@@ -182,6 +183,19 @@ class TestTagging(Library):
         flac, mp3 = sorted(items, key=lambda i: i.format)
         assert sorted(file_labels(flac.path)) == sorted(TAGS)
         assert file_labels(mp3.path) is None
+
+    def test_write_follows_the_setting_then_import_write_and_the_flags_win(self):
+        self.configure(threshold=0.001, write=False)
+        (item,) = self.import_files(["a.flac"])
+        self.samplecnn()
+        assert file_labels(item.path) is None
+        self.configure(threshold=0.001)  # write: unset -> beets' import.write
+        self.config["import"]["write"] = False
+        self.samplecnn("-f")
+        assert file_labels(item.path) is None
+        self.config["import"]["write"] = True
+        self.samplecnn("-f")
+        assert sorted(file_labels(item.path)) == sorted(TAGS)
 
     def test_undo_with_beet_modify_removes_the_field_and_the_file_tag(self):
         self.configure(threshold=0.001)
