@@ -156,12 +156,38 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
     return app
 
 
+_SWAGGER_ASSETS = {"swagger-ui-bundle.js": "application/javascript", "swagger-ui.css": "text/css",
+                   "favicon-32x32.png": "image/png"}
+
+
 def _mount_docs(app: FastAPI) -> None:
-    """`/docs`: Swagger UI from the package's own copy (fastapi-swagger), no CDN."""
-    from fastapi_swagger import patch_fastapi
+    """`/docs`: Swagger UI from the package's own copy (fastapi-swagger's files), no CDN.
+
+    Every URL in the page is relative (`swagger/...`, `openapi.json`), resolved by the
+    browser against the page's own address: never built from the Host or
+    X-Forwarded-Proto headers (`Host: evil.example` would load scripts from there, and
+    behind a TLS proxy an `http://` URL is blocked as mixed content), and right under a
+    proxy's path prefix too."""
+    from importlib import resources
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import Response
 
     # The key a user types into "Authorize" stays in the page, not in the browser's
-    # storage (the plugin's default would persist it).
-    patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=False, title="samplecnn API",
-                  swagger_ui_parameters={"tryItOutEnabled": True, "filter": True,
-                                         "displayRequestDuration": True})
+    # storage (persistAuthorization is left off).
+    params = {"tryItOutEnabled": True, "filter": True, "displayRequestDuration": True}
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui_html():
+        return get_swagger_ui_html(openapi_url="openapi.json", title="samplecnn API",
+                                   swagger_js_url="swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="swagger/swagger-ui.css",
+                                   swagger_favicon_url="swagger/favicon-32x32.png",
+                                   swagger_ui_parameters=params)
+
+    @app.get("/swagger/{name}", include_in_schema=False)
+    async def swagger_asset(name: str):
+        if name not in _SWAGGER_ASSETS:
+            raise StarletteHTTPException(404, "Not Found")
+        data = resources.files("fastapi_swagger.resources").joinpath(name).read_bytes()
+        return Response(content=data, media_type=_SWAGGER_ASSETS[name])
