@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import socket
 import sys
@@ -89,16 +88,13 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None) -
                      queue_size=args.queue_size, timeout_s=args.timeout,
                      decode_workers=args.decode_workers, cors_origins=tuple(args.cors_origin),
                      name=name)
-    log = logging.getLogger("samplecnn.serve")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("samplecnn serve: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING if args.no_access_log else logging.INFO)
-    log.propagate = False
+    from samplecnn.service.server import JsonFailures, http_protocol, one_line_logging
 
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=args.timeout + 5,
-                            server_header=False)
+    one_line_logging(sys.stderr, access=not args.no_access_log)
+    # Every answer JSON (uvicorn's own 400 and 500 too), every stderr line one line.
+    config = uvicorn.Config(JsonFailures(app), host=args.host, port=args.port, log_config=None,
+                            log_level="warning", access_log=False, http=http_protocol(),
+                            timeout_graceful_shutdown=args.timeout + 5, server_header=False)
     server = uvicorn.Server(config)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     port = sock.getsockname()[1]

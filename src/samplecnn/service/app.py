@@ -65,6 +65,24 @@ class _AccessLog:
                      time.perf_counter() - t0)
 
 
+def _json_cors():
+    from fastapi.middleware.cors import CORSMiddleware
+
+    class JsonCORS(CORSMiddleware):
+        """CORS whose refused preflight ("Disallowed CORS origin") is a JSON line too."""
+
+        def preflight_response(self, request_headers):
+            resp = super().preflight_response(request_headers)
+            if resp.status_code < 400:
+                return resp
+            headers = {k: v for k, v in resp.headers.items()
+                       if k.lower() not in ("content-length", "content-type")}
+            return JSONResponse({"error": _one_line(resp.body.decode("utf-8", "replace"))},
+                                status_code=resp.status_code, headers=headers)
+
+    return JsonCORS
+
+
 def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100, max_batch: int = 64,
                max_wait_ms: float = 5, queue_size: int = 64, timeout_s: float = 60.0,
                decode_workers: int = 1, cors_origins=(), name: str | None = None,
@@ -130,6 +148,12 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
     async def _scorer_error(request: Request, err: ScorerError):
         return JSONResponse({"error": _one_line(str(err))}, status_code=500)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception):
+        # Starlette's last handler: a JSON line instead of its plain-text 500 (the error
+        # still propagates, to `server.JsonFailures`, which logs it as one line).
+        return JSONResponse({"error": f"internal error ({type(err).__name__})"}, status_code=500)
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, err: ClientDisconnect):
         # Nobody reads this; the upload's file is already removed.
@@ -148,9 +172,7 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
         app.mount("/static", StaticFiles(directory=static), name="static")
 
     if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+        app.add_middleware(_json_cors(), allow_origins=list(cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_AccessLog)
     return app
