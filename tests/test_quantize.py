@@ -259,9 +259,11 @@ def test_tag_serve_and_ray_actor_use_the_int8_file_as_it_is(trained, tmp_path):
     from samplecnn.paths import escape_path
     from samplecnn.tagging.ray_engine import _decode_row, _Scorer
 
-    scorer = _Scorer(str(int8), "auto", "cpu", 1, 4, None, "mean", 3, "pad",
-                     graph=int8.read_bytes())
-    rows = [_decode_row({"path": escape_path(p)}, sample_rate=SR, grid=scorer.grid) for p in files]
+    from samplecnn.options import ScoringOptions
+
+    scorer = _Scorer(str(int8), ScoringOptions(top_k=3), "cpu", 1, 4, graph=int8.read_bytes())
+    rows = [_decode_row({"path": escape_path(p)}, sample_rate=SR,
+                        grid=scorer.tagger.grid(scorer.options)) for p in files]
     got = scorer({k: [r[k] for r in rows] for k in rows[0]})
     for rec, ref in zip(got["record"], r8):
         assert json.loads(rec)["tags"] == pytest.approx(ref["tags"], abs=1e-6)

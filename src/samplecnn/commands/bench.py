@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("infer", help="inference (tagging path)")
     common(q, PRECISIONS + ("int8",))
     q.add_argument("--backend", choices=INFER_BACKENDS, default="auto",
-                   help="plain = eager model; auto (default) = Tagger(optimize=True)")
+                   help="plain = eager model; auto (default) = what Tagger runs by default")
     q.add_argument("--calibration-windows", type=int, default=32, metavar="N",
                    help="with --precision int8: random calibration windows (default 32)")
     q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",

@@ -12,7 +12,10 @@ Everything a user needs to feed a graph right travels in its metadata (`metadata
 `samplecnn.tags` (JSON list, output order), `samplecnn.sample_rate`,
 `samplecnn.input_samples`, `samplecnn.model_config` (JSON), `samplecnn.format` (1),
 `samplecnn.graph` ("scores" or "embeddings") and `samplecnn.input` (a one-line
-description). Exports of a checkpoint's model are cached under `$SAMPLECNN_HOME/onnx`,
+description); a model with fitted decision thresholds adds `samplecnn.thresholds` (JSON
+list of floats in tag order: decide a tag when its score is at or above its threshold)
+and `samplecnn.thresholds_fit` (JSON: objective, split, store fingerprint, unfitted tags
+and their fallback), so an exported or quantized file decides like its checkpoint. Exports of a checkpoint's model are cached under `$SAMPLECNN_HOME/onnx`,
 keyed by the weights, config and versions, so a Tagger does not re-export on every start.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -95,7 +99,7 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
                           dynamic_axes={"audio": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {
+    meta = {**_threshold_meta(getattr(model, "thresholds", None)),
         "samplecnn.format": str(META_FORMAT),
         "samplecnn.graph": graph,
         "samplecnn.tags": json.dumps(list(cfg.tags), ensure_ascii=False),
@@ -114,6 +118,23 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
     return proto.SerializeToString()
 
 
+def _threshold_meta(thresholds) -> dict[str, str]:
+    if thresholds is None:
+        return {}
+    d = thresholds.to_dict()
+    values = d.pop("values")
+    d.pop("tags")  # the graph's own samplecnn.tags
+    return {"samplecnn.thresholds": json.dumps(values),
+            "samplecnn.thresholds_fit": json.dumps(d, ensure_ascii=False)}
+
+
+def _thresholds_from_props(props: dict, tags: list) -> dict | None:
+    if "samplecnn.thresholds" not in props:
+        return None
+    fit = json.loads(props.get("samplecnn.thresholds_fit", "{}"))
+    return {**fit, "values": json.loads(props["samplecnn.thresholds"]), "tags": tags}
+
+
 def model_digest(model) -> str:
     """A hex digest of what an export of `model` depends on: weights, config, versions."""
     import torch
@@ -123,28 +144,46 @@ def model_digest(model) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     h.update(f"torch {torch.__version__} samplecnn {samplecnn.__version__}".encode())
+    if getattr(model, "thresholds", None) is not None:  # they are in the graph's metadata
+        h.update(json.dumps(model.thresholds.to_dict(), sort_keys=True).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(np.ascontiguousarray(v.detach().cpu().numpy()).tobytes())
     return h.hexdigest()
 
 
-def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path:
-    """The export of `model` for `graph`, from the cache or made now (atomic, locked)."""
-    from samplecnn.cache import cache_dir, cached_file
+_cache_warned = False
+
+
+def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path | bytes:
+    """The export of `model` for `graph`, from the cache or made now (atomic, locked).
+
+    A cache that cannot be used (`samplecnn.cache.CacheError`) costs speed, not the run:
+    one warning per process, and the graph is exported in memory (returned as bytes,
+    which `session` takes as well as a path)."""
+    global _cache_warned
+    from samplecnn.cache import CacheError, cache_dir, cached_file
 
     key = f"{model_digest(model)[:32]}-{graph}-op{opset}.onnx"
 
     def produce(tmp: Path) -> None:
         tmp.write_bytes(export_graph(model, graph, opset))
 
-    return cached_file(cache_dir("onnx") / key, produce, what="ONNX export cache entry")
+    try:
+        return cached_file(cache_dir("onnx") / key, produce, what="ONNX export cache entry")
+    except CacheError as err:
+        if not _cache_warned:
+            _cache_warned = True
+            print(f"samplecnn: warning: {err}; exporting the ONNX graph in memory instead "
+                  "(every run exports again)", file=sys.stderr)
+        return export_graph(model, graph, opset)
 
 
 def read_metadata(source: str | os.PathLike | bytes) -> dict:
-    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `precision` ("fp32"
-    or "int8") and `quantization` (the int8 recipe, or None) of a samplecnn ONNX graph (a
-    file or serialized bytes). ValueError naming the file when it is not ours."""
+    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs`,
+    `thresholds` (`Thresholds.to_dict()` form, or None), `precision` ("fp32" or "int8")
+    and `quantization` (the int8 recipe, or None) of a samplecnn ONNX graph (a file or
+    serialized bytes). ValueError naming the file when it is not ours."""
     import onnx
 
     label = "ONNX model" if isinstance(source, bytes) else str(source)
@@ -160,8 +199,9 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
         raise ValueError(f"{label}: not a samplecnn ONNX export (no samplecnn.tags metadata); "
                          "export with `samplecnn export`")
     try:
+        tags = json.loads(props["samplecnn.tags"])
         return {
-            "tags": json.loads(props["samplecnn.tags"]),
+            "tags": tags,
             "sample_rate": int(props["samplecnn.sample_rate"]),
             "input_samples": int(props["samplecnn.input_samples"]),
             "model_config": json.loads(props.get("samplecnn.model_config", "null")),
@@ -171,6 +211,7 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
             "precision": props.get("samplecnn.precision", "fp32"),
             "quantization": json.loads(props.get("samplecnn.quantization", "null")),
             "outputs": [o.name for o in proto.graph.output],
+            "thresholds": _thresholds_from_props(props, tags),
         }
     except (KeyError, ValueError) as err:
         raise ValueError(f"{label}: broken samplecnn metadata ({err})") from None

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from samplecnn.options import ScoringOptions
 from samplecnn.paths import escape_path, path_key, unescape_path
 
 __all__ = ["run_ray", "require_ray", "RAY_INSTALL_HINT"]
@@ -65,15 +66,12 @@ def require_ray():
 
 def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
     """One file (`path`: escaped name) -> its windows as bytes, or its error."""
-    from .sources import _file_messages
+    from .sources import window_messages
 
     out = {"path": row["path"], "starts": b"", "windows": b"", "info": "{}", "error": ""}
-    name = unescape_path(row["path"])
-    if not name:
-        out["error"] = "empty path"
-        return out
+    name = unescape_path(row["path"])  # "" (a blank manifest row) fails in iter_windows
     starts, wins = [], []
-    for msg in _file_messages(0, name, sample_rate, grid, chunk=64):
+    for msg in window_messages(0, name, sample_rate, grid, chunk=64):
         if msg[0] == "windows":
             starts.append(msg[2])
             wins.append(msg[3])
@@ -107,8 +105,7 @@ def _maybe_fault(calls: int) -> None:
 class _Scorer:
     """The scoring actor: a `Tagger` loaded once; a batch of decoded files -> records."""
 
-    def __init__(self, model: str, backend: str, device: str, threads: int, batch_size: int,
-                 hop_s: float | None, aggregate: str, top_k: int, last: str,
+    def __init__(self, model: str, options, device: str, threads: int, batch_size: int,
                  graph: bytes | None = None):
         from samplecnn.inference.runners import OrtRunner, load_runner
         from samplecnn.runtime import Runtime
@@ -123,11 +120,9 @@ class _Scorer:
         else:
             # The actor's process is an entry point of its own: torch's settings go here.
             Runtime(num_threads=threads).apply()
-            runner = load_runner(model, backend, device, threads=threads)
+            runner = load_runner(model, options.backend, device, threads=threads)
         self.tagger = Tagger(runner, batch_size)
-        self.grid = self.tagger.grid(hop_s, last)
-        self.options = dict(aggregate=aggregate, top_k=top_k, last=last,
-                            hop_s=self.grid.hop / self.tagger.sample_rate)
+        self.options = options
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
@@ -150,7 +145,7 @@ class _Scorer:
         for scored in score_messages(messages, self.tagger.logits, self.tagger.batch_size):
             records[scored.key] = self.tagger.make_record(
                 unescape_path(str(paths[scored.key])), scored.outputs, scored.info,
-                error=scored.error, **self.options)
+                self.options, error=scored.error)
         return {"record": np.array([json.dumps(r, ensure_ascii=False, allow_nan=False)
                                     for r in records], dtype=object)}
 
@@ -189,34 +184,10 @@ def _configured():
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Join `address`, or the Ray instance this process already started, or start a local
-    one. Returns True when this call started it (the caller shuts it down)."""
-    if ray.is_initialized():
-        return False
-    # Ray's C++ core logs to the driver's stderr (actor restarts, ...); its failures reach
-    # us as exceptions, so only fatal lines are kept. It announces that level once, while
-    # it starts: that start runs with stderr pointed at /dev/null.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    with _stderr_to_devnull():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
-    return True
+    """Join `address` (see `ray_connect.connect`: one line, in bounded time, on failure)."""
+    from .ray_connect import connect
 
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return connect(ray, address)
 
 
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
@@ -228,19 +199,19 @@ def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     return max(0.25, np.floor(share * 4) / 4)
 
 
-def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256):
+def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256, warn=None):
     """The files to tag as Arrow tables of `rows` escaped absolute names (a `path`
-    column), from the list and then the manifest read in chunks; files in `done` left
-    out. Yields (table, skipped)."""
+    column), from the list and then the manifest read in chunks (its duplicates left out,
+    see `iter_manifest`); files in `done` left out. Yields (table, skipped)."""
     import pyarrow as pa
 
-    from .catalog import iter_manifest
+    from .manifest import iter_manifest
 
     def chunks():
         for i in range(0, len(paths), rows):
             yield paths[i:i + rows]
         if manifest is not None:
-            yield from iter_manifest(manifest, rows)
+            yield from iter_manifest(manifest, rows, seen={path_key(p) for p in paths if p}, warn=warn)
 
     for chunk in chunks():
         keys = [path_key(p) if p else "" for p in chunk]
@@ -249,16 +220,18 @@ def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256
 
 
 def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "parquet",
-            resume: bool = False, hop: float | None = None, aggregate: str = "mean",
-            top_k: int = 5, last: str = "pad", batch_size: int = 16, backend: str = "auto",
+            resume: bool = False, options: ScoringOptions | None = None, batch_size: int = 16,
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
-            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None):
+            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
+            warn: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
-    from samplecnn.metrics import check_aggregation
-
-    from .catalog import CatalogRun, check_manifest, done_keys, model_name, open_output, write_records
+    from .manifest import check_manifest
+    from .outputs import CatalogRun, done_keys, model_name, open_output, write_records
     from .tagger import Tagger
+
+    options = options if options is not None else ScoringOptions()
+    backend = options.backend
 
     ray = require_ray()
     if int(num_workers) < 1:
@@ -270,7 +243,6 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     if int(batch_size) < 1 or int(files_per_batch) < 1:
         raise ValueError(f"batch sizes must be at least 1, got {batch_size} windows, "
                          f"{files_per_batch} files")
-    check_aggregation(aggregate)
     model = os.fspath(model)
     if os.path.exists(model):
         model = os.path.abspath(model)  # actors run elsewhere: same file, any working directory
@@ -278,7 +250,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     # The driver only needs the metadata (tags, rate, window): the plain model is the
     # cheapest to load; the actors build the runner asked for.
     meta = Tagger.load(model, backend=backend if is_onnx else "plain", device="cpu")
-    grid = meta.grid(hop, last)  # validates the hop
+    grid = options.grid(meta.input_samples, meta.sample_rate)
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
@@ -296,7 +268,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
         # as bytes: the driver's cache folder need not be visible from other nodes.
         from samplecnn.inference.onnx import cached_graph
 
-        graph = Path(cached_graph(meta.runner.module, "scores")).read_bytes()
+        graph = cached_graph(meta.runner.module, "scores")
+        graph = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
@@ -314,7 +287,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
         # The listing goes to the object store chunk by chunk (the driver keeps references);
         # a chunk is one block, decoded by one task.
         refs, total, skipped = [], 0, 0
-        for table, n_skipped in _path_blocks(list(paths), manifest, done):
+        for table, n_skipped in _path_blocks(list(paths), manifest, done, warn=warn):
             total += table.num_rows + n_skipped
             skipped += n_skipped
             if table.num_rows:
@@ -329,9 +302,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
                     num_cpus=DECODE_CPUS)
         ds = ds.map_batches(
             _Scorer,
-            fn_constructor_kwargs=dict(model=model, backend=backend, device=device, threads=threads,
-                                       batch_size=int(batch_size), hop_s=hop, aggregate=aggregate,
-                                       top_k=int(top_k), last=last, graph=graph),
+            fn_constructor_kwargs=dict(model=model, options=options, device=device, threads=threads,
+                                       batch_size=int(batch_size), graph=graph),
             batch_size=int(files_per_batch), batch_format="numpy", concurrency=int(num_workers),
             num_cpus=actor_cpus, **({"num_gpus": gpus_per_worker} if gpus_per_worker > 0 else {}))
         with warnings.catch_warnings():
