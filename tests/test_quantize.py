@@ -136,6 +136,7 @@ def test_every_samplecnn_metadata_entry_is_copied(trained):
     for p in proto.metadata_props:
         assert props[p.key] == p.value
     assert props["samplecnn.precision"] == "int8"
+    assert read_metadata(int8.SerializeToString())["thresholds"]["values"] == [0.5, 0.25, 0.75, 0.5]
     with pytest.raises(ValueError, match="already int8"):  # never quantized twice
         quantize_graph(int8.SerializeToString(), windows, QuantRecipe())
 
