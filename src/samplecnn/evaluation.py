@@ -25,19 +25,20 @@ from .data import SegmentStore
 from .inference.batching import score_messages
 from .metrics import TagMetrics, check_aggregation, format_table, tag_metrics
 from .metrics import aggregate as aggregate_windows
-from .windows import WindowGrid
+from .windows import WindowGrid, chunks
 
 
 def store_messages(store: SegmentStore, clips: np.ndarray, grid: WindowGrid,
                    chunk: int = 16) -> Iterator[tuple]:
     """The batching loop's messages for clips of a store, keyed by clip index: the clip's
-    windows on `grid` (zero-padded past its end), then "done"."""
+    windows on `grid` (zero-padded past its end; a whole-clip grid's unpadded), then "done"."""
     for c in clips:
         c = int(c)
-        starts = grid.starts(int(store.lengths[c]))
-        for i in range(0, len(starts), chunk):
-            part = starts[i:i + chunk]
-            yield ("windows", c, part, np.stack([store.segment(c, int(s), grid.window) for s in part]))
+        n = int(store.lengths[c])
+        starts = grid.starts(n)
+        pairs = ((int(s), store.segment(c, int(s), int(ln))) for s, ln in zip(starts, grid.lengths(starts, n)))
+        for part, wins in chunks(pairs, chunk):
+            yield ("windows", c, part, wins)
         yield ("done", c, {"duration_s": float(store.lengths[c]) / store.sample_rate})
 
 
@@ -145,7 +146,7 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = WindowGrid(cfg.input_samples, hop or cfg.input_samples, last)
+    grid = WindowGrid(cfg.input_samples, hop or cfg.input_samples, last, whole_clip=cfg.whole_clip)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     runner = optimize_for_inference(model, backend, device=device)

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from samplecnn.metrics import check_aggregation
+from samplecnn.windows import chunks
 
 from . import decode
 from .scoring import HeadScorer, ScorerError
@@ -286,16 +287,9 @@ class Service:
         scorer = self.head(spec)
         key, fut = scorer.open()
         try:
-            starts, wins = [], []
-            for start, w in grid.stream(decode.blocks_of(samples)):
-                starts.append(start)
-                wins.append(w)
-                if len(wins) == _CHUNK:
-                    await scorer.put(("windows", key, np.asarray(starts, np.int64), np.stack(wins)))
-                    starts, wins = [], []
-                    await asyncio.sleep(0)  # a long file does not hold the event loop
-            if wins:
-                await scorer.put(("windows", key, np.asarray(starts, np.int64), np.stack(wins)))
+            for starts, wins in chunks(grid.stream(decode.blocks_of(samples)), _CHUNK):
+                await scorer.put(("windows", key, starts, wins))
+                await asyncio.sleep(0)  # a long file does not hold the event loop
             await scorer.put(("done", key, info))
             scored = await fut
         except BaseException:

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from samplecnn.paths import escape_path, path_key, unescape_path
+from samplecnn.windows import chunks
 
 __all__ = ["run_ray", "require_ray", "RAY_INSTALL_HINT"]
 
@@ -83,7 +84,8 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
             out["error"] = msg[2] or "unknown error"
             return out
     out["starts"] = np.concatenate(starts).astype(np.int64).tobytes()
-    out["windows"] = np.concatenate(wins).astype(np.float32).tobytes()
+    # Flat: a whole-clip grid's last window is shorter (the scorer splits by grid.lengths).
+    out["windows"] = np.concatenate([w.ravel() for w in wins]).astype(np.float32).tobytes()
     return out
 
 
@@ -144,8 +146,15 @@ class _Scorer:
                 messages.append(("error", i, str(err)))
                 continue
             s = np.frombuffer(starts, np.int64)
-            messages.append(("windows", i, s, np.frombuffer(wins, np.float32).reshape(len(s), window)))
-            messages.append(("done", i, json.loads(info)))
+            info = json.loads(info)
+            flat = np.frombuffer(wins, np.float32)
+            if self.grid.whole_clip:  # unpadded windows: the shorter last one goes alone
+                ends = np.cumsum(self.grid.lengths(s, int(info["samples"])))
+                for part, x in chunks(zip(s, np.split(flat, ends[:-1])), len(s)):
+                    messages.append(("windows", i, part, x))
+            else:
+                messages.append(("windows", i, s, flat.reshape(len(s), window)))
+            messages.append(("done", i, info))
         records: list = [None] * len(paths)
         for scored in score_messages(messages, self.tagger.logits, self.tagger.batch_size):
             records[scored.key] = self.tagger.make_record(

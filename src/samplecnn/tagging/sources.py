@@ -25,7 +25,7 @@ from samplecnn import audio as audio_mod
 from samplecnn.audio import AUDIO_EXTENSIONS, AudioError, probe, resample, to_mono
 from samplecnn.inference.batching import IDLE
 from samplecnn.paths import escape_path
-from samplecnn.windows import WindowGrid
+from samplecnn.windows import WindowGrid, chunks
 
 __all__ = [
     "StreamInfo",
@@ -294,17 +294,10 @@ def error_reason(err: BaseException) -> str:
 def _file_messages(index: int, path: str, sample_rate: int, grid: WindowGrid,
                    chunk: int) -> Iterator[tuple]:
     info = StreamInfo()
-    starts: list[int] = []
-    wins: list[np.ndarray] = []
     try:
-        for start, w in iter_windows(path, sample_rate, grid, info=info):
-            starts.append(start)
-            wins.append(w)
-            if len(wins) == chunk:
-                yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
-                starts, wins = [], []
-        if wins:
-            yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
+        # chunks: one window length per message (a whole-clip grid's last window is shorter).
+        for starts, wins in chunks(iter_windows(path, sample_rate, grid, info=info), chunk):
+            yield ("windows", index, starts, wins)
         yield ("done", index, info.as_dict())
     except Exception as err:  # one bad file never takes the run down
         yield ("error", index, error_reason(err))

@@ -20,7 +20,7 @@ import numpy as np
 from samplecnn.inference.batching import score_messages
 from samplecnn.metrics import aggregate as aggregate_windows
 from samplecnn.metrics import check_aggregation, sigmoid
-from samplecnn.windows import WindowGrid
+from samplecnn.windows import WindowGrid, chunks
 
 from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
 from .writers import record_path, record_text
@@ -215,8 +215,10 @@ class Tagger:
         return self.input_samples / self.sample_rate
 
     def grid(self, hop: float | None = None, last: str = "pad") -> WindowGrid:
-        """The window grid for a hop in seconds (None: one window) and a last-window policy."""
-        return WindowGrid.of_seconds(self.input_samples, self.sample_rate, hop, last)
+        """The window grid for a hop in seconds (None: one window) and a last-window policy;
+        unpadded windows for a whole-clip model (`WindowGrid.whole_clip`)."""
+        return WindowGrid.of_seconds(self.input_samples, self.sample_rate, hop, last,
+                                     whole_clip=getattr(self.runner, "whole_clip", False))
 
     def hop_samples(self, hop_s: float | None) -> int:
         return self.grid(hop_s).hop
@@ -240,19 +242,12 @@ class Tagger:
         if isinstance(source, _PATH_TYPES) and sample_rate is not None:
             raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
         info = StreamInfo()
-        starts, outs, batch_s, batch_x = [], [], [], []
-        for start, w in iter_windows(source, self.sample_rate, grid,
-                                     source_sample_rate=sample_rate, info=info):
-            batch_s.append(start)
-            batch_x.append(w)
-            if len(batch_x) == self.batch_size:
-                outs.append(fn(np.stack(batch_x)))
-                starts.extend(batch_s)
-                batch_s, batch_x = [], []
-        if batch_x:
-            outs.append(fn(np.stack(batch_x)))
-            starts.extend(batch_s)
-        return np.asarray(starts, np.int64), np.concatenate(outs).astype(np.float32), info
+        starts, outs = [], []
+        pairs = iter_windows(source, self.sample_rate, grid, source_sample_rate=sample_rate, info=info)
+        for batch_s, batch_x in chunks(pairs, self.batch_size):
+            outs.append(fn(batch_x))
+            starts.append(batch_s)
+        return np.concatenate(starts), np.concatenate(outs).astype(np.float32), info
 
     def taggram(self, source, sample_rate: int | None = None, *, hop: float | None = None,
                 last: str = "pad") -> Taggram:
