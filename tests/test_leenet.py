@@ -281,3 +281,60 @@ def test_panns_download_converts_and_records_its_hash(leenet11_file, tmp_path, m
         assert "LeeNet11_mAP=0.266.pth" in recorded
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("last", ["pad", "drop"])
+def test_evaluate_and_tag_score_unpadded_windows_alike(tmp_path, last):
+    """The one scoring path for a whole-clip model: `evaluate` (store) and `tag` (files,
+    in decoding workers) give the same clip scores, from windows that are never padded."""
+    import soundfile as sf
+
+    from samplecnn.checkpoint import save_checkpoint
+    from samplecnn.data import prepare_csv
+    from samplecnn.evaluation import evaluate
+    from samplecnn.metrics import aggregate
+
+    tags = ["a", "b", "c"]
+    model = _randomize_bn(create_model("leenet11", tags=tags, sample_rate=8000, input_samples=729,
+                                       width=0.25, seed=8))
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model)
+    root = tmp_path / "ds"
+    root.mkdir()
+    rng = np.random.default_rng(9)
+    lines, clips = ["path,tags,split"], {}
+    for i, n in enumerate([400, 729, 2000, 3001]):
+        x = (np.rint(rng.uniform(-0.5, 0.5, n) * 32767) / 32767).astype(np.float32)
+        sf.write(root / f"c{i}.wav", x, 8000, subtype="FLOAT")
+        lines.append(f"c{i}.wav,{tags[i % 3]},test")
+        clips[f"c{i}"] = x
+    (root / "annotations.csv").write_text("\n".join(lines) + "\n")
+    store = prepare_csv(root, tmp_path / "store", sample_rate=8000, min_samples=0, workers=1).store
+    ev = evaluate(ckpt, store, "test", last=last, batch_size=3)
+    tagger = Tagger.from_checkpoint(ckpt, batch_size=2)
+    records = {r.path.rsplit("/", 1)[-1][:-4]: r.record
+               for r in tagger.tag_files(sorted(str(p) for p in root.glob("*.wav")), last=last, workers=1)}
+    for clip_id, scores in zip(ev.clip_ids, ev.clip_scores):
+        x = clips[str(clip_id)]
+        ends = range(729, len(x) + (729 if last == "pad" else 1), 729)
+        wins = [x[e - 729: e] for e in ends] or [x]
+        with torch.no_grad():
+            logits = np.concatenate([model(torch.from_numpy(w)[None]).numpy() for w in wins])
+        np.testing.assert_allclose(scores, aggregate(logits, "mean"), atol=1e-5)
+        rec = records[str(clip_id)]
+        assert rec["segments"] == len(wins)
+        np.testing.assert_allclose([rec["tags"][t] for t in tags], scores, atol=2e-6)
+
+
+@pytest.mark.slow
+def test_leenet11_trains_with_the_existing_recipes(tmp_path):
+    from samplecnn.training import train
+    from training_helpers import make_learnable_store, tiny_config
+
+    store = make_learnable_store(tmp_path, n_clips=12, splits=(8, 2, 2))
+    cfg = tiny_config(store, tmp_path / "run", model={"name": "leenet11", "input_samples": 729, "width": 0.125},
+                      trainer={"max_epochs": 1})
+    cfg["model"].pop("n")
+    res = train(cfg, log=lambda *a: None)
+    model = load_model(res.last_checkpoint)
+    assert model.config.arch == "leenet" and model.config.sample_rate == 8000
+    assert model.config.whole_clip and res.global_step > 0

@@ -122,10 +122,11 @@ class HearModel(torch.nn.Module):
             return h[self.timestamp_layer].transpose(1, 2).reshape(len(x), -1).numpy()
 
 
-def load_model(model_file_path: str = "", *, device: str = "cpu") -> HearModel:
+def load_model(model_file_path: str = "") -> HearModel:
     """A HEAR model from a samplecnn checkpoint, an ONNX export (`.onnx`) or a pretrained
     name (`samplecnn pretrained list`, downloaded on first use). ValueError for an empty
-    path (there is no default model), a missing file, or a rate HEAR does not allow."""
+    path (there is no default model), a missing file, or a rate HEAR does not allow.
+    The model runs on the CPU (the fused inference twin, exact fp32)."""
     from samplecnn.checkpoint import load_model as load_checkpoint
 
     path = os.fspath(model_file_path) if model_file_path is not None else ""
@@ -145,7 +146,7 @@ def load_model(model_file_path: str = "", *, device: str = "cpu") -> HearModel:
             raise ValueError(f"{path}: no such file, and not a pretrained name "
                              "(see `samplecnn pretrained list`)") from None
         path = str(resolve(path))
-    return HearModel(os.fspath(model_file_path), net=load_checkpoint(path, map_location=device))
+    return HearModel(os.fspath(model_file_path), net=load_checkpoint(path, map_location="cpu"))
 
 
 def _check_audio(audio, model: HearModel) -> np.ndarray:
