@@ -87,13 +87,15 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
     model = model.eval().float().cpu()
     names = output_names(model, graph)
     audio_axes = {0: "batch", 1: "samples"} if cfg.whole_clip else {0: "batch"}
+    # A whole-clip graph is length-generic: traced on a short input (10 s of LeeNet is slow).
+    trace_samples = min(cfg.input_samples, 3 ** 9) if cfg.whole_clip else cfg.input_samples
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: the dynamo one needs onnxscript (not a dependency) and
         # gives nothing more for this convolutional graph. Its deprecation notice and the
         # tracer's warnings about the constant input-shape checks are expected.
         warnings.simplefilter("ignore")
-        torch.onnx.export(_wrapped(model, graph), (torch.zeros(2, cfg.input_samples),), buf,
+        torch.onnx.export(_wrapped(model, graph), (torch.zeros(2, trace_samples),), buf,
                           input_names=["audio"], output_names=names,
                           dynamic_axes={"audio": audio_axes, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
