@@ -23,23 +23,28 @@ import numpy as np
 from .atomic import save_figure, write_json, write_text
 from .data import SegmentStore
 from .inference.batching import score_messages
-from .metrics import TagMetrics, check_aggregation, format_table, tag_metrics
+from .options import ScoringOptions
+from .metrics import TagMetrics, format_table, tag_metrics
 from .metrics import aggregate as aggregate_windows
-from .windows import WindowGrid, chunks
+from .windows import WindowGrid
+
+
+# `evaluate`'s defaults: full segments only (the paper's protocol), every segment of a
+# clip. `tag` pads the tail instead (`ScoringOptions()`); docs/tagging.md has both.
+EVALUATE_OPTIONS = ScoringOptions(last="drop")
 
 
 def store_messages(store: SegmentStore, clips: np.ndarray, grid: WindowGrid,
                    chunk: int = 16) -> Iterator[tuple]:
-    """The batching loop's messages for clips of a store, keyed by clip index: the clip's
-    windows on `grid` (zero-padded past its end; a whole-clip grid's unpadded), then "done"."""
+    """The batching loop's messages for clips of a store, keyed by clip index: each clip's
+    samples (float32, the store's int16 scale) through the one feeder
+    (`tagging.sources.window_messages`) on `grid`."""
+    from .tagging.sources import window_messages
+
     for c in clips:
         c = int(c)
-        n = int(store.lengths[c])
-        starts = grid.starts(n)
-        pairs = ((int(s), store.segment(c, int(s), int(ln))) for s, ln in zip(starts, grid.lengths(starts, n)))
-        for part, wins in chunks(pairs, chunk):
-            yield ("windows", c, part, wins)
-        yield ("done", c, {"duration_s": float(store.lengths[c]) / store.sample_rate})
+        yield from window_messages(c, store.clip_float(c), store.sample_rate, grid,
+                                   source_sample_rate=store.sample_rate, chunk=chunk, errors="raise")
 
 
 @dataclass
@@ -108,24 +113,29 @@ class EvalResult:
 
 
 def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
-             split: str = "test", aggregate: str = "mean", batch_size: int = 64,
-             device: str | None = None, progress: bool = False, *, hop: int | None = None,
-             last: str = "drop", backend: str = "auto") -> EvalResult:
+             split: str = "test", aggregate: str | None = None, batch_size: int = 64,
+             device: str | None = None, progress: bool = False, *,
+             options: ScoringOptions | None = None, **scoring) -> EvalResult:
     """Evaluate a checkpoint on one split of a store.
 
-    Windows of the model's segment length every `hop` samples (default: one segment,
+    `options` (a `ScoringOptions`, or its fields as keywords; default `EVALUATE_OPTIONS`):
+    windows of the model's segment length every `hop` seconds (default: one segment,
     consecutive) under the last-window policy `last` ("drop": full segments only, at
-    least one per clip; "pad": the tail too), run by `backend` (see
-    `samplecnn.inference.runners`), aggregated per clip by `aggregate` ("mean", "max",
-    "logit_mean"). The model's tags are matched to the store's by name; tags the store
-    lacks are left out with a note. A store at another sample rate is refused.
+    least one per clip; "pad": the tail too), at most `max_windows` per clip (validation
+    uses 10), run by `backend` (see `samplecnn.inference.runners`), aggregated per clip by
+    `aggregate` ("mean", "max", "logit_mean"). The model's tags are matched to the
+    store's by name; tags the store lacks are left out with a note. A store at another
+    sample rate is refused.
     """
     import torch
 
     from .checkpoint import load_model
     from .inference.runners import optimize_for_inference
 
-    check_aggregation(aggregate)
+    if aggregate is not None:
+        scoring["aggregate"] = aggregate
+    options = ScoringOptions.build(options if options is not None else EVALUATE_OPTIONS, **scoring)
+    aggregate = options.aggregate
     model = load_model(checkpoint)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
     cfg = model.config
@@ -146,10 +156,10 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = WindowGrid(cfg.input_samples, hop or cfg.input_samples, last, whole_clip=cfg.whole_clip)
+    grid = options.grid(cfg.input_samples, cfg.sample_rate, whole_clip=cfg.whole_clip)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    runner = optimize_for_inference(model, backend, device=device)
+    runner = optimize_for_inference(model, options.backend, device=device)
     scored = score_messages(store_messages(store, clips, grid), runner.logits, batch_size)
     if progress:
         from tqdm import tqdm
@@ -252,5 +262,5 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_text(path, buf.getvalue())
 
 
-__all__ = ["EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",
+__all__ = ["EVALUATE_OPTIONS", "EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",
            "plot_training_curves", "read_metrics_csv", "store_messages"]

@@ -104,6 +104,9 @@ class SampleCNN(LayerStack, nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+        # Per-tag decision thresholds (`samplecnn.thresholds.Thresholds`), not weights:
+        # `load_model` sets them from the checkpoint; checkpoints and exports carry them.
+        self.thresholds = None
         if config.arch == "leenet":
             self._build_leenet(config)
             return
