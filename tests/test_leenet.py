@@ -338,3 +338,31 @@ def test_leenet11_trains_with_the_existing_recipes(tmp_path):
     model = load_model(res.last_checkpoint)
     assert model.config.arch == "leenet" and model.config.sample_rate == 8000
     assert model.config.whole_clip and res.global_step > 0
+
+
+def test_cluster_engine_rows_carry_unpadded_windows(tmp_path):
+    """The Ray engine's decode task and scoring actor (called in-process here) split a
+    whole-clip model's flat windows by the grid's lengths: the same records as `tag`."""
+    import soundfile as sf
+
+    from samplecnn.checkpoint import save_checkpoint
+    from samplecnn.options import ScoringOptions
+    from samplecnn.paths import escape_path
+    from samplecnn.tagging.ray_engine import _decode_row, _Scorer
+
+    model = _randomize_bn(create_model("leenet11", tags=["a", "b"], sample_rate=8000, input_samples=729,
+                                       width=0.25, seed=10))
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model)
+    paths = []
+    for i, n in enumerate([300, 2000]):
+        paths.append(str(tmp_path / f"c{i}.wav"))
+        sf.write(paths[-1], np.random.default_rng(i).uniform(-0.5, 0.5, n).astype(np.float32), 8000,
+                 subtype="FLOAT")
+    scorer = _Scorer(str(ckpt), ScoringOptions(), "cpu", 1, 2)
+    rows = [_decode_row({"path": escape_path(p)}, sample_rate=8000, grid=scorer.grid) for p in paths]
+    records = [json.loads(r) for r in scorer({k: [r[k] for r in rows] for k in rows[0]})["record"]]
+    tagger = Tagger.from_checkpoint(ckpt)
+    for p, rec in zip(paths, records):
+        want = tagger.tag(p)
+        assert rec["segments"] == want["segments"] and rec["segments"] in (1, 3)
+        np.testing.assert_allclose([rec["tags"][t] for t in "ab"], [want["tags"][t] for t in "ab"], atol=2e-6)

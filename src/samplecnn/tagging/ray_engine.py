@@ -128,6 +128,7 @@ class _Scorer:
             runner = load_runner(model, options.backend, device, threads=threads)
         self.tagger = Tagger(runner, batch_size)
         self.options = options
+        self.grid = self.tagger.grid(options)  # the decoders' grid: splits unpadded windows
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
