@@ -211,6 +211,30 @@ def _check_clip(tagger, sd, seconds):
     assert emb.windows.shape == (len(wins), 512)
 
 
+def test_numpy_1_pickles_of_the_released_files_load(leenet11_file, tmp_path):
+    """PANNs' files were pickled by NumPy 1.x (`numpy.core.multiarray._reconstruct`); ours by
+    2.x (`numpy._core`). The same file with the 1.x names converts to the same model."""
+    import io
+    import zipfile
+
+    from samplecnn.importers import convert
+
+    path, sd = leenet11_file
+    old = tmp_path / "LeeNet11_numpy1.pth"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(old, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(info.filename, data)
+    with pytest.raises(Exception):
+        torch.load(io.BytesIO(old.read_bytes()), weights_only=True)
+    x = torch.from_numpy(np.random.default_rng(8).uniform(-1, 1, 2000).astype(np.float32))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(convert(old, "panns")(x).numpy(), panns_logits(sd, x, 11).numpy(), atol=1e-5)
+
+
 def test_import_leenet24_from_keys(tmp_path):
     sd = panns_state(24, n_classes=527, seed=5)
     path = tmp_path / "LeeNet24_mAP=0.336.pth"
