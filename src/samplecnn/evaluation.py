@@ -139,12 +139,14 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
 
         runner = load_runner(checkpoint, options.backend, device)
         rate, window, model_tags = runner.sample_rate, runner.input_samples, list(runner.tags)
+        whole_clip = bool(runner.whole_clip)
     else:
         from .checkpoint import load_model
 
         model = load_model(checkpoint)
         cfg = model.config
         rate, window, model_tags = cfg.sample_rate, cfg.input_samples, list(cfg.tags or [])
+        whole_clip = bool(cfg.whole_clip)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
     if store.sample_rate != rate:
         raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {checkpoint} expects "
@@ -162,7 +164,7 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = options.grid(window, rate)
+    grid = options.grid(window, rate, whole_clip=whole_clip)
     if not onnx_file:
         import torch
 
