@@ -8,6 +8,7 @@ a 1 s window so that its chunking is exercised on these short clips.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -104,16 +105,27 @@ def test_scene_embeddings_pass_the_validator_checks(built):
 
 
 def test_onnx_exports_and_bad_input(built, tmp_path):
-    model, _ = built
+    model, from_ckpt = built
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(export_graph(model, "scores"))
     hm = hear.load_model(str(onnx_path))
-    assert hm.scene_embedding_size == hm.timestamp_embedding_size == 6
+    width = model.layer_width("features")
+    assert hm.scene_layer == "features" and hm.scene_embedding_size == hm.timestamp_embedding_size == width
     audio = _audio(1.07, hm.sample_rate)
     emb, ts = hear.get_timestamp_embeddings(audio, hm)
-    assert emb.shape == (2, ts.shape[1], 6) and np.ptp(np.diff(ts[0].numpy())) < 1.0
+    assert emb.shape == (2, ts.shape[1], width) and np.ptp(np.diff(ts[0].numpy())) < 1.0
     assert float(ts[0, -1]) <= 1070.0
-    assert hear.get_scene_embeddings(audio, hm).shape == (2, 6)
+    # The export's scene embedding is the checkpoint's: the same `features` layer.
+    torch.testing.assert_close(hear.get_scene_embeddings(audio, hm),
+                               hear.get_scene_embeddings(audio, from_ckpt), atol=1e-4, rtol=1e-4)
+    # An export from before the scores graph output `features` gives the tag logits.
+    proto = onnx.load_from_string(export_graph(model, "scores"))
+    for out in [o for o in proto.graph.output if o.name.startswith("features.")]:
+        proto.graph.output.remove(out)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    old = hear.load_model(str(tmp_path / "old.onnx"))
+    assert old.scene_layer == "logits" and old.scene_embedding_size == 6
+    assert hear.get_scene_embeddings(audio, old).shape == (2, 6)
     with pytest.raises(ValueError, match="needs a model"):
         hear.load_model("")
     with pytest.raises(ValueError, match="no such file, and not a pretrained name"):

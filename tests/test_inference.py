@@ -69,8 +69,10 @@ def test_onnx_file_export_equals_plain_model_and_carries_metadata(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (3, m.input_samples)).astype(np.float32)
     with torch.inference_mode():
         _close(runner.logits(x), m(torch.from_numpy(x)).numpy())
-    with pytest.raises(ValueError, match="embeddings need the PyTorch checkpoint"):
-        runner.embed(x)
+    with torch.inference_mode():
+        _close(runner.embed(x, "features", "max"), m.embed(torch.from_numpy(x), "features", "max").numpy())
+    with pytest.raises(ValueError, match="holds the embeddings of layer features only, not 'block1'"):
+        runner.embed(x, "block1")
 
 
 def test_fused_twin_without_the_private_onednn_op_gives_the_same_outputs(monkeypatch):

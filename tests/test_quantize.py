@@ -279,9 +279,26 @@ def test_bench_infer_int8(capsys):
                  "--backend", "torch"]) == 2
 
 
-def test_embed_with_an_onnx_file_is_a_one_line_error(trained, tmp_path, capsys):
+def test_embed_with_an_int8_file_keeps_the_features_outputs(trained, tmp_path, capsys):
     wav = write_audio(tmp_path / "a.wav", clip_audio(np.array([1, 1, 0, 0]), 1.0, SR,
                                                      np.random.default_rng(0)), SR)
-    assert main(["embed", str(trained["fp32"]), str(wav), "-o", str(tmp_path / "e.npz")]) == 2
-    assert "embeddings need the PyTorch checkpoint" in capsys.readouterr().err
+    code, int8, out = _export_out(trained, capsys)
+    assert code == 0, out.err
+    meta = read_metadata(int8)
+    assert meta["precision"] == "int8" and meta["layer_names"] == ["features"]
+    assert meta["outputs"] == read_metadata(trained["fp32"])["outputs"]
+    npz = {}
+    for name, src in (("fp32", trained["fp32"]), ("int8", int8)):
+        npz[name] = tmp_path / f"{name}.npz"
+        assert main(["embed", str(src), str(wav), "-o", str(npz[name]), "--workers", "0"]) == 0
+    with np.load(npz["fp32"]) as f, np.load(npz["int8"]) as q:
+        a, b = f["window_embeddings"], q["window_embeddings"]
+        assert a.shape == b.shape and a.shape[1] == 64
+        # int8 rounding: close to fp32, not equal.
+        assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    capsys.readouterr()
+    assert main(["embed", str(int8), str(wav), "-o", str(tmp_path / "e.npz"), "--layer", "block2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds the embeddings of layer features only" in err
     assert not (tmp_path / "e.npz").exists()

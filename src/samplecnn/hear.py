@@ -19,9 +19,10 @@ model: a checkpoint, an ONNX export or a pretrained name.
   over 50 ms at every HEAR rate; shallower ones are finer but see less of the signal.
   One forward pass per window gives all of its frames: the clip is cut into chunks of
   a whole number of frames, so frames are evenly spaced across chunk boundaries.
-- **ONNX exports** carry tag scores only: their embeddings are the tag logits, for scenes
-  (window mean) and for timestamps (a window of `input_samples` centred on each
-  timestamp, every 50 ms, zero-padded at the clip's edges).
+- **ONNX exports** (fp32 or int8) output the `features` layer's pooled embedding beside
+  the tag scores: scenes as above, and timestamps as the `features` embedding of a window
+  of `input_samples` centred on each timestamp, every 50 ms (zero-padded at the clip's
+  edges). An older export without these outputs gives the tag logits instead.
 
 `load_model("")` (HEAR's call without a file) raises a ValueError: this toolkit has no
 single default model; pass a file or a name (`samplecnn pretrained list`).
@@ -96,12 +97,14 @@ class HearModel(torch.nn.Module):
             self.timestamp_embedding_size = int(net.layer_width(self.timestamp_layer))
             self.sample_rate = int(cfg.sample_rate)
             self._fused = net.fuse_for_inference()
-        else:  # an ONNX export: tag logits
+        else:  # an ONNX export: its `features` outputs, or an older one's tag logits
             self.net = None
             self.window = int(runner.input_samples)
             self.whole_clip = bool(runner.whole_clip)
-            self.scene_layer = self.timestamp_layer = "logits"
-            self.scene_embedding_size = self.timestamp_embedding_size = len(runner.tags)
+            has_features = "features" in runner.layer_names
+            self.scene_layer = self.timestamp_layer = "features" if has_features else "logits"
+            size = runner.layer_width("features") if has_features else len(runner.tags)
+            self.scene_embedding_size = self.timestamp_embedding_size = size
             self.sample_rate = int(runner.sample_rate)
             self.hop_samples = int(MAX_HOP_S * self.sample_rate)
         if self.sample_rate not in HEAR_RATES:
@@ -111,6 +114,8 @@ class HearModel(torch.nn.Module):
     # -- model calls on NumPy windows (B, L) -----------------------------------------------
     def _pooled(self, x: np.ndarray) -> np.ndarray:
         if self.net is None:
+            if self.scene_layer == "features":
+                return self.runner.embed(x, "features", "mean")
             return self.runner.logits(x)
         with torch.inference_mode():
             return self._fused.embed(torch.from_numpy(x), self.scene_layer, "mean").numpy()
@@ -186,7 +191,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
     x = _check_audio(audio, model)
     n = x.shape[1]
     if model.net is None:
-        return _timestamp_logits(x, model)
+        return _timestamp_windows(x, model)
     hop = model.hop_samples
     # Chunks of a whole number of frames (the m^n window already is one): frame j of the
     # chunk at s is centred at s + offset + j * hop, so frames stay evenly spaced.
@@ -211,9 +216,9 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
     return torch.from_numpy(emb.astype(np.float32)), torch.from_numpy(np.tile(ts, (len(x), 1)))
 
 
-def _timestamp_logits(x: np.ndarray, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """ONNX exports: the logits of a window centred on each timestamp (every `hop_samples`),
-    zero-padded at the clip's edges (a whole-clip model's windows cut there instead)."""
+def _timestamp_windows(x: np.ndarray, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX exports: the scene embedding (`features`, or an older export's logits) of a
+    window centred on each timestamp (every `hop_samples`), zero-padded at the clip's edges (a whole-clip model's windows cut there instead)."""
     n, w, hop = x.shape[1], model.window, model.hop_samples
     centres = np.arange(hop // 2, n, hop, dtype=np.int64)
     half = w // 2
@@ -228,7 +233,7 @@ def _timestamp_logits(x: np.ndarray, model: HearModel) -> tuple[torch.Tensor, to
             else:
                 pairs.append((int(c), padded[c: c + w]))
         pieces[i] = pairs
-    out = _scored(pieces, model.runner.logits)
+    out = _scored(pieces, model._pooled)
     emb = np.stack([out[i] for i in range(len(x))]).astype(np.float32)
     ts = (centres * 1000.0 / model.sample_rate).astype(np.float32)
     return torch.from_numpy(emb), torch.from_numpy(np.tile(ts, (len(x), 1)))

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "output is pooled over time; a file's embedding is the mean of its "
                     "windows'. Output: a NumPy .npz (see docs/tagging.md for its arrays).",
     )
-    p.add_argument("model", nargs="?", default=None, help="checkpoint (.ckpt/.pt) (or --pretrained)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint (.ckpt/.pt), or ONNX export (layer features only) (or --pretrained)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="audio files, folders or globs")
     p.add_argument("--layer", default="features", help="layer name (default features)")
     p.add_argument("--pool", choices=["mean", "max"], default="mean",
@@ -57,8 +58,8 @@ def _embed(args: argparse.Namespace) -> int:
         print(f"samplecnn embed: warning: {msg}", file=sys.stderr)
 
     paths = expand_paths(args.paths, warn=warn)
-    # A checkpoint, or an ONNX file (fp32 or int8), which refuses with one line: an
-    # export holds the tag-score graph only.
+    # A checkpoint, or an ONNX file (fp32 or int8): an export embeds `features` only (its
+    # scores graph outputs that layer), other layers are a one-line error.
     tagger = Tagger.load(args.model, device=args.device, batch_size=args.batch_size)
 
     def reported(results):

@@ -4,10 +4,14 @@ Two graphs are exported from a `SampleCNN`, both taking raw audio windows at the
 rate, `audio` float32 `(batch, input_samples)` (dynamic batch; a whole-clip model's graph,
 LeeNet's, has a dynamic time axis too, `(batch, samples)`):
 
-- ``"scores"``: outputs `logits` and `scores` (sigmoid), both `(batch, n_tags)`: what
-  `samplecnn export` writes and what the ONNX Runtime runner scores with;
+- ``"scores"``: outputs `logits` and `scores` (sigmoid), both `(batch, n_tags)`, and the
+  clip embedding of the `features` layer, `features.mean` and `features.max`
+  `(batch, features)`: what `samplecnn export` writes and what the ONNX Runtime runner
+  scores and embeds `features` with. The pooled features are on the path to the logits
+  (`forward_head` max-pools them), so asking a session for `logits` alone costs nothing
+  more; files exported before these outputs existed have `logits` and `scores` only;
 - ``"embeddings"``: outputs `<layer>.mean` and `<layer>.max` `(batch, C)` for every layer
-  name: what the runner's `embed` uses.
+  name: what the runner's `embed` uses for the other layers of a checkpoint's model.
 
 Everything a user needs to feed a graph right travels in its metadata (`metadata_props`):
 `samplecnn.tags` (JSON list, output order), `samplecnn.sample_rate`,
@@ -32,27 +36,44 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ONNX_OPSET", "GRAPHS", "export_graph", "cached_graph", "read_metadata", "session",
+__all__ = ["ONNX_OPSET", "GRAPHS", "SCORES_LAYERS", "export_graph", "pooled_names", "cached_graph", "read_metadata", "session",
            "model_digest"]
 
 ONNX_OPSET = 17
 META_FORMAT = 1
 GRAPHS = ("scores", "embeddings")
+# The layers whose pooled embeddings the "scores" graph outputs beside the logits.
+SCORES_LAYERS = ("features",)
+# Bumped when a graph's outputs change, so the export cache does not serve an old layout.
+GRAPH_LAYOUT = 2
+
+
+def _pooled(h):
+    """`(B, C, T)` -> the time-mean and time-max `(B, C)`, in `pooled_names` order."""
+    return [h.mean(dim=-1), h.amax(dim=-1)]
 
 
 def _wrapped(model, graph: str):
     import torch
 
     class _Scores(torch.nn.Module):
-        """`(B, input_samples)` -> (logits, scores)."""
+        """`(B, input_samples)` -> (logits, scores, features.mean, features.max)."""
 
         def __init__(self, m):
             super().__init__()
             self.m = m
 
         def forward(self, audio):
-            logits = self.m(audio.unsqueeze(1))
-            return logits, torch.sigmoid(logits)
+            # The head's output (the `features` layer) caught on the model's own call, not
+            # by calling forward_features: the traced node names stay `/m/...`, as in
+            # earlier exports (`quantize.FP32_PARTS` selects nodes by them).
+            caught = []
+            hook = self.m.head.register_forward_hook(lambda mod, args, out: caught.append(out))
+            try:
+                logits = self.m(audio.unsqueeze(1))
+            finally:
+                hook.remove()
+            return (logits, torch.sigmoid(logits), *_pooled(self.m._as_output(caught[0])))
 
     class _PooledLayers(torch.nn.Module):
         """`(B, input_samples)` -> every layer's time-mean and time-max `(B, C)`."""
@@ -63,18 +84,28 @@ def _wrapped(model, graph: str):
 
         def forward(self, audio):
             outs = self.m.forward_intermediates(audio.unsqueeze(1), self.m.layer_names)
-            res = []
-            for name in self.m.layer_names:
-                res += [outs[name].mean(dim=-1), outs[name].amax(dim=-1)]
-            return tuple(res)
+            return tuple(t for name in self.m.layer_names for t in _pooled(outs[name]))
 
     return (_Scores if graph == "scores" else _PooledLayers)(model).eval()
 
 
+def pooled_names(layers) -> list[str]:
+    """The output names of `layers`' pooled embeddings: `<layer>.mean`, `<layer>.max`."""
+    return [f"{n}.{p}" for n in layers for p in ("mean", "max")]
+
+
 def output_names(model, graph: str) -> list[str]:
     if graph == "scores":
-        return ["logits", "scores"]
-    return [f"{n}.{p}" for n in model.layer_names for p in ("mean", "max")]
+        return ["logits", "scores", *pooled_names(SCORES_LAYERS)]
+    return pooled_names(model.layer_names)
+
+
+def embedded_layers(outputs) -> list[str]:
+    """The layers whose `<layer>.mean` and `<layer>.max` are among `outputs` (names)."""
+    outputs = list(outputs)
+    have = set(outputs)
+    layers = dict.fromkeys(o.rsplit(".", 1)[0] for o in outputs if "." in o)
+    return [n for n in layers if set(pooled_names([n])) <= have]
 
 
 def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes:
@@ -172,7 +203,7 @@ def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path 
     global _cache_warned
     from samplecnn.cache import CacheError, cache_dir, cached_file
 
-    key = f"{model_digest(model)[:32]}-{graph}-op{opset}.onnx"
+    key = f"{model_digest(model)[:32]}-{graph}{GRAPH_LAYOUT}-op{opset}.onnx"
 
     def produce(tmp: Path) -> None:
         tmp.write_bytes(export_graph(model, graph, opset))
@@ -188,8 +219,9 @@ def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path 
 
 
 def read_metadata(source: str | os.PathLike | bytes) -> dict:
-    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs`,
-    `thresholds` (`Thresholds.to_dict()` form, or None), `precision` ("fp32" or "int8")
+    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs` (names),
+    `layer_names` (the layers whose pooled embeddings are outputs: `["features"]` for a
+    scores graph of this version, `[]` for an older one), `thresholds` (`Thresholds.to_dict()` form, or None), `precision` ("fp32" or "int8")
     and `quantization` (the int8 recipe, or None) of a samplecnn ONNX graph (a file or
     serialized bytes). ValueError naming the file when it is not ours."""
     import onnx
@@ -220,6 +252,7 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
             "precision": props.get("samplecnn.precision", "fp32"),
             "quantization": json.loads(props.get("samplecnn.quantization", "null")),
             "outputs": [o.name for o in proto.graph.output],
+            "layer_names": embedded_layers(o.name for o in proto.graph.output),
             "thresholds": _thresholds_from_props(props, tags),
         }
     except (KeyError, ValueError) as err:

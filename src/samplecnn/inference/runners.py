@@ -132,8 +132,10 @@ class OrtRunner(Runner):
     """ONNX Runtime (CPU) sessions of samplecnn's exported graphs.
 
     `OrtRunner.from_model(model)` exports (or takes from the cache) the "scores" graph now
-    and the "embeddings" graph on the first `embed`; `OrtRunner.from_file(path)` runs a
-    file written by `samplecnn export` (tag scores only, unless it is an embeddings graph).
+    and the "embeddings" graph on the first `embed` of a layer other than `features`
+    (which the scores graph outputs); `OrtRunner.from_file(path)` runs a file written by
+    `samplecnn export` (fp32 or int8): tag scores and the `features` embedding (none in a
+    file exported before the scores graph output it).
     """
 
     name = "onnxruntime"
@@ -151,6 +153,7 @@ class OrtRunner(Runner):
         self.config = meta.get("model_config")
         self.whole_clip = bool(meta.get("whole_clip"))
         self._scores = session(scores_graph, threads, spin, providers)
+        self._score_outputs = {o.name: o for o in self._scores.get_outputs()}
         self._embeddings_graph = embeddings_graph  # a path, or a callable making one
         self._embed_session = None
         self.layer_names = list(meta.get("layer_names") or [])
@@ -196,18 +199,37 @@ class OrtRunner(Runner):
         return out
 
     def check_layer(self, layer: str, pool: str = "mean") -> None:
-        if self._embeddings_graph is None:
-            raise ValueError(f"{self.label}: embeddings need the PyTorch checkpoint; an ONNX "
-                             "export only outputs tag scores")
+        if self._embeddings_graph is None and layer not in self.layer_names:
+            if pool not in ("mean", "max"):
+                raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
+            if not self.layer_names:
+                raise ValueError(f"{self.label}: this ONNX export has no embedding outputs (an "
+                                 "older export); export it again with `samplecnn export`, or "
+                                 "embed with the PyTorch checkpoint")
+            raise ValueError(f"{self.label}: an ONNX export holds the embeddings of layer "
+                             f"{', '.join(self.layer_names)} only, not {layer!r}; embed other "
+                             "layers with the PyTorch checkpoint")
         super().check_layer(layer, pool)
+
+    def layer_width(self, layer: str = "features") -> int:
+        """C of `embed(x, layer)` `(B, C)`, for a layer the scores graph outputs."""
+        self.check_layer(layer)
+        out = self._score_outputs.get(f"{layer}.mean")
+        if out is None or not isinstance(out.shape[-1], int):
+            return int(self.embed(np.zeros((1, self.input_samples), np.float32), layer).shape[-1])
+        return int(out.shape[-1])
 
     def embed(self, x: np.ndarray, layer: str = "features", pool: str = "mean") -> np.ndarray:
         self.check_layer(layer, pool)
+        name = f"{layer}.{pool}"
+        if name in self._score_outputs:  # no second graph for what the scores graph has
+            (out,) = self._scores.run([name], {"audio": self._windows(x)})
+            return out
         if self._embed_session is None:
             graph = self._embeddings_graph
             self._embed_session = self._session(graph() if callable(graph) else graph,
                                                 self.threads, self.spin, self.providers)
-        (out,) = self._embed_session.run([f"{layer}.{pool}"], {"audio": self._windows(x)})
+        (out,) = self._embed_session.run([name], {"audio": self._windows(x)})
         return out
 
 
