@@ -8,8 +8,8 @@ LeeNet's, has a dynamic time axis too, `(batch, samples)`):
   clip embedding of the `features` layer, `features.mean` and `features.max`
   `(batch, features)`: what `samplecnn export` writes and what the ONNX Runtime runner
   scores and embeds `features` with. The pooled features are on the path to the logits
-  (`forward_head` max-pools them), so asking a session for `logits` alone costs nothing
-  more; files exported before these outputs existed have `logits` and `scores` only;
+  (`forward_head` max-pools them): the extra outputs are two reductions over
+  `(batch, features, 1)`, no measurable cost to `logits` (BENCHMARKS.md); files exported before these outputs existed have `logits` and `scores` only;
 - ``"embeddings"``: outputs `<layer>.mean` and `<layer>.max` `(batch, C)` for every layer
   name: what the runner's `embed` uses for the other layers of a checkpoint's model.
 
