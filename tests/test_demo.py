@@ -13,8 +13,22 @@ from samplecnn.demo import demo_config
 def test_packaged_demo_config_is_a_valid_recipe():
     from samplecnn.training import load_config
 
-    cfg = load_config(None, ["data.store=x"], base=demo_config())
+    from samplecnn.models import create_model
+
+    demo = demo_config()
+    cfg = load_config(None, ["data.store=x"], base=demo)
+    # Every value the demo sets survives validation as given (none dropped, renamed or
+    # replaced by a default), and its model builds.
+    for section, values in demo.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if (section, key) != ("data", "store"):  # the demo fills it in per run
+                    assert cfg[section][key] == value, f"{section}.{key}"
+        elif section not in ("name", "description"):
+            assert cfg[section] == values, section
     assert cfg["model"]["name"] == "samplecnn_small" and cfg["optim"]["recipe"] == "adam"
+    model = create_model(cfg["model"]["name"], n_tags=3, seed=0)
+    assert model.config.input_samples > 0
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ import torch
 
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.export import export_onnx, read_onnx_metadata
+from samplecnn.export import export_onnx
+from samplecnn.inference.onnx import read_metadata
 from samplecnn.models import create_model
 from samplecnn.tagging import Tagger
 
@@ -47,7 +48,7 @@ def test_metadata_carries_tags_rate_and_config(tmp_path):
     model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0, sample_rate=22050)
     ckpt = save_checkpoint(tmp_path / "m.ckpt", model)
     assert main(["export", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]) == 0
-    meta = read_onnx_metadata(tmp_path / "m.onnx")
+    meta = read_metadata(tmp_path / "m.onnx")
     assert meta["tags"] == TAGS and meta["sample_rate"] == 22050
     assert meta["input_samples"] == model.config.input_samples
     assert meta["model_config"] == json.loads(json.dumps(model.config.to_dict()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -159,6 +160,26 @@ def test_tiny_run_beats_chance_and_checkpoints_carry_everything(store, tmp_path)
     ev = evaluate(out / "checkpoints/best.ckpt", store, "test")
     # Tags are exact functions of the audio; chance is 0.5.
     assert ev.roc_auc > 0.8, ev.metrics.rows()
+
+
+def test_train_is_reproducible_without_reseeding_the_global_rngs(store, tmp_path):
+    import random
+
+    def run(out):
+        train(tiny_config(store, out, trainer={"max_epochs": 1, "limit_train_batches": 3}), log=None)
+        return _weights(out / "checkpoints/last.ckpt")
+
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
+    a = run(tmp_path / "a")
+    assert torch.initial_seed() == 123  # never reseeded
+    assert np.array_equal(np.random.get_state()[1], np_state) and random.getstate() == py_state
+    torch.manual_seed(999)  # whatever the caller's RNGs hold, the run is the same
+    np.random.seed(1)
+    b = run(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _weights(path):

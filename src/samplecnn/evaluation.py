@@ -180,19 +180,14 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
 
 
 # ------------------------------------------------------------------------------ plots
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_tag_auc(metrics: TagMetrics, path: str | os.PathLike, title: str = "per-tag ROC-AUC") -> Path:
     """Horizontal bars of each tag's ROC-AUC (sorted), the macro mean as a line."""
-    plt = _plt()
+    from matplotlib.figure import Figure  # no pyplot, no backend: the caller's is left alone
+
     rows = [r for r in metrics.rows() if r["roc_auc"] is not None]
     rows.sort(key=lambda r: r["roc_auc"])
-    fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.22 * len(rows) + 1)))
+    fig = Figure(figsize=(6.5, max(2.5, 0.22 * len(rows) + 1)))
+    ax = fig.add_subplot(1, 1, 1)
     ax.barh([r["tag"] for r in rows], [r["roc_auc"] for r in rows], color="#4878a8")
     ax.axvline(metrics.macro_roc_auc, color="k", ls="--", lw=1, label=f"macro {metrics.macro_roc_auc:.4f}")
     ax.axvline(0.5, color="#c44", lw=0.8, label="chance")
@@ -232,11 +227,13 @@ def epoch_curves(run_dir: str | os.PathLike) -> dict[str, dict[int, float]]:
 
 def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
     """Train / validation loss, validation ROC-AUC and learning rate per epoch."""
-    plt = _plt()
+    from matplotlib.figure import Figure
+
     c = epoch_curves(run_dir)
     if not c.get("val_loss") and not c.get("train_loss_epoch"):
         raise ValueError(f"{run_dir}: the logs hold no finished epoch yet")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig = Figure(figsize=(12, 3.4))
+    axes = fig.subplots(1, 3)
     panels = [("BCE loss", (("train_loss_epoch", "train"), ("val_loss", "valid"))),
               ("validation (clip level, macro)", (("val_roc_auc", "ROC-AUC"), ("val_pr_auc", "PR-AUC"))),
               ("learning rate", (("lr", None),))]

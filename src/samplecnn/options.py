@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-from samplecnn.inference.runners import BACKENDS
+from samplecnn.inference.runners import BACKEND_ALIASES, BACKENDS
 from samplecnn.metrics import AGGREGATIONS
 from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 
@@ -30,7 +30,6 @@ __all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "che
 
 # Longer than any hop anyone means; a bound keeps `hop * sample_rate` far from overflow.
 MAX_HOP_S = 3600.0
-BACKEND_ALIASES = {"onnx": "onnxruntime"}
 
 
 def check_float(value, name: str, *, low: float | None = None, high: float | None = None,

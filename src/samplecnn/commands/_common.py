@@ -115,29 +115,10 @@ def check_output_dir(path: str | os.PathLike | None, option: str = "--out") -> N
 
 
 def check_device(device: str | None, option: str = "--device") -> None:
-    """`device` names a torch device this machine has (None: the command's default).
-
-    `cuda`/`cuda:N` without CUDA (or beyond the visible GPUs) and `mps` without MPS are
-    refused here, as one line, instead of an assertion deep in torch."""
+    """`device` names a torch device this machine has (None: the command's default); the
+    one check, `inference.runners.check_device`."""
     if device is None:
         return
-    import torch
+    from samplecnn.inference.runners import check_device as check
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"{option} {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{option} {device}: CUDA is not available on this machine "
-                             "(no GPU, or a CPU-only torch build); use --device cpu")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s) "
-                             f"(cuda:0..cuda:{count - 1})")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise ValueError(f"{option} {device}: samplecnn runs on cpu, cuda or mps")
+    check(device, option)

@@ -48,6 +48,7 @@ FAULT_ENV = "SAMPLECNN_RAY_FAULT_FILE"
 # CPUs a decode task asks Ray for: decoding costs a few per cent of scoring, and a small
 # share lets it run beside actors that hold most of a machine's CPUs.
 DECODE_CPUS = 0.25
+_LOG_ENV = "RAY_BACKEND_LOG_LEVEL"
 BLOCK_BYTES = 8 << 20
 
 
@@ -177,13 +178,17 @@ def _configured():
     saved = {k: getattr(ctx, k) for k in _SETTINGS if hasattr(ctx, k)}
     for k in saved:
         setattr(ctx, k, _SETTINGS[k])
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         yield
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -194,10 +199,17 @@ def _connect(ray, address: str | None) -> bool:
     # Ray's C++ core logs to the driver's stderr (actor restarts, ...); its failures reach
     # us as exceptions, so only fatal lines are kept. It announces that level once, while
     # it starts: that start runs with stderr pointed at /dev/null.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    with _stderr_to_devnull():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
+    # The variable is read while Ray starts (by the processes it starts too), then put
+    # back as the caller had it.
+    saved = os.environ.get(_LOG_ENV)
+    os.environ.setdefault(_LOG_ENV, "fatal")
+    try:
+        with _stderr_to_devnull():
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True)
+    finally:
+        if saved is None:
+            os.environ.pop(_LOG_ENV, None)
     return True
 
 
@@ -294,10 +306,11 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
+        # Settings first, so that what Ray's start changes (its loggers) is put back too.
+        stack.enter_context(_configured())
         started = _connect(ray, ray_address)
         if started:
             stack.callback(ray.shutdown)
-        stack.enter_context(_configured())
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actor_cpus = cpus_per_worker or _actor_cpus(cluster_cpus, int(num_workers), gpus_per_worker)
         if started and actor_cpus * int(num_workers) + DECODE_CPUS > cluster_cpus:

@@ -210,10 +210,7 @@ def write_taggram(taggram, directory: str | os.PathLike, stem: str, image: bool 
 
 
 def _plot_taggram(taggram, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot, no backend: the caller's is left alone
 
     n_tags = len(taggram.tags)
     end = float(taggram.end_s[-1]) if len(taggram.end_s) else 1.0

@@ -324,7 +324,9 @@ def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
          resume_ckpt: Path | None, progress: bool | None) -> TrainResult:
     t, d = cfg["trainer"], cfg["data"]
     seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
+    # No reseeding of the global RNGs (this is library code): weights, crops, order and
+    # dropout each draw from generators seeded from `seed` (model_from_config,
+    # epoch_plan, TaggingModule.step_seed), and dataset items draw nothing.
     on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
     dm = SegmentDataModule(
         store.path, model_config["input_samples"], seed=seed, train_mode=d["train_mode"],
