@@ -4,7 +4,9 @@ A checkpoint is a `torch.save` dict with
 
 - `"samplecnn"`: `{"format": 1, "model_config": ModelConfig.to_dict(), ...}` -- the
   architecture, tag names in output order, sample rate and segment length
-  (`input_samples`), plus whatever the writer adds (training config, metrics);
+  (`input_samples`), plus whatever the writer adds (training config, metrics), and
+  `"thresholds"` (`samplecnn.thresholds.Thresholds.to_dict()`: per-tag decision
+  thresholds, objective, split, store fingerprint) once they are fitted;
 - `"state_dict"`: the weights. Lightning checkpoints written by `samplecnn train` carry
   the same `"samplecnn"` entry and prefix their keys with `model.`.
 """
@@ -24,8 +26,12 @@ LIGHTNING_PREFIX = "model."
 
 
 def checkpoint_info(model: SampleCNN, **extra: Any) -> dict[str, Any]:
-    """The `"samplecnn"` entry for a model (used by `save_checkpoint` and training)."""
+    """The `"samplecnn"` entry for a model (used by `save_checkpoint` and training); the
+    model's `thresholds` (set by `load_model`) travel with it."""
     info = {"format": FORMAT_VERSION, "model_config": model.config.to_dict()}
+    thresholds = getattr(model, "thresholds", None)
+    if thresholds is not None:
+        info["thresholds"] = thresholds.to_dict()
     info.update(extra)
     return info
 
@@ -75,8 +81,36 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
     return _read(path)["samplecnn"]
 
 
+def read_thresholds(info: dict[str, Any], tags: list[str] | None, label: str):
+    """The stored `Thresholds` of a `"samplecnn"` entry, or None."""
+    from .thresholds import Thresholds
+
+    if info.get("thresholds") is None:
+        return None
+    return Thresholds.from_dict(info["thresholds"], tags, label=label)
+
+
+def set_thresholds(path: str | os.PathLike, thresholds, out: str | os.PathLike | None = None) -> Path:
+    """Write the checkpoint at `path` with `thresholds` (a `Thresholds`, or None to remove
+    them) to `out` (default: `path` itself, atomically); every other entry is kept."""
+    ckpt = _read(path)
+    info = dict(ckpt["samplecnn"])
+    tags = (info.get("model_config") or {}).get("tags")
+    if thresholds is None:
+        info.pop("thresholds", None)
+    else:
+        if tags is not None and list(tags) != list(thresholds.tags):
+            raise ValueError(f"{path}: thresholds for other tags than the checkpoint's")
+        info["thresholds"] = thresholds.to_dict()
+    ckpt["samplecnn"] = info
+    out = Path(out if out is not None else path)
+    atomic_torch_save(ckpt, out)
+    return out
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SampleCNN:
-    """Rebuild the model of a checkpoint, weights loaded, in eval mode."""
+    """Rebuild the model of a checkpoint, weights loaded, in eval mode; its stored
+    thresholds (or None) are `model.thresholds`."""
     ckpt = _read(path, map_location)
     info = ckpt["samplecnn"]
     if info.get("format", 0) > FORMAT_VERSION:
@@ -95,4 +129,5 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not match the stored model config: "
                          f"{str(err).splitlines()[0]}") from None
+    model.thresholds = read_thresholds(info, config.tags, str(path))
     return model.eval()

@@ -5,6 +5,7 @@ down to every scorer: validation, `evaluate`, `tag`, the service and the cluster
     opts = ScoringOptions(hop=0.5, aggregate="max")      # validated here, once
     grid = opts.grid(window=59049, sample_rate=22050)    # THE window grid for a model
     opts.replace(top_k=10)                               # a changed copy (validated again)
+    opts = ScoringOptions(threshold=0.3, at_least_one=True)  # how `labels` are decided
 
 Every value is checked at construction, so a bad option fails before any file is read,
 with one line naming the option (`ValueError`; the CLI exits 2, the service answers 422).
@@ -26,7 +27,8 @@ from samplecnn.inference.runners import BACKEND_ALIASES, BACKENDS
 from samplecnn.metrics import AGGREGATIONS
 from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 
-__all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "check_int"]
+__all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "check_int",
+           "check_threshold"]
 
 # Longer than any hop anyone means; a bound keeps `hop * sample_rate` far from overflow.
 MAX_HOP_S = 3600.0
@@ -60,6 +62,11 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
     return v
 
 
+def check_threshold(value, name: str = "threshold") -> float:
+    """A decision threshold: a finite float in [0, 1], else a one-line ValueError."""
+    return check_float(value, name, low=0.0, high=1.0, low_inclusive=True)
+
+
 def _choice(value, name: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -74,7 +81,10 @@ class ScoringOptions:
     last-window policy (`windows.LAST_WINDOW_POLICIES`); aggregate: the clip aggregation
     (`metrics.AGGREGATIONS`); top_k: tags listed in a record's `top`; max_windows: score
     only a clip's first windows (None: all; validation uses 10, the paper's protocol);
-    backend: what runs the model (`inference.runners.BACKENDS`; "onnx" is "onnxruntime").
+    backend: what runs the model (`inference.runners.BACKENDS`; "onnx" is "onnxruntime");
+    threshold: one decision threshold in [0, 1] for every tag, overriding the model's
+    stored ones (None: the stored ones; `samplecnn.thresholds`); at_least_one: a record's
+    `labels` holds at least its top tag when no tag passes.
     """
 
     hop: float | None = None
@@ -83,6 +93,8 @@ class ScoringOptions:
     top_k: int = 5
     max_windows: int | None = None
     backend: str = "auto"
+    threshold: float | None = None
+    at_least_one: bool = False
 
     def __post_init__(self) -> None:
         if self.hop is not None:
@@ -94,6 +106,10 @@ class ScoringOptions:
             object.__setattr__(self, "max_windows", check_int(self.max_windows, "max windows", low=1))
         backend = BACKEND_ALIASES.get(self.backend, self.backend)
         object.__setattr__(self, "backend", _choice(backend, "backend", BACKENDS))
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        if not isinstance(self.at_least_one, bool):
+            raise ValueError(f"at-least-one must be true or false, got {self.at_least_one!r}")
 
     @classmethod
     def build(cls, options: "ScoringOptions | None" = None, **fields) -> "ScoringOptions":

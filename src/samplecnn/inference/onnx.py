@@ -12,7 +12,10 @@ Everything a user needs to feed a graph right travels in its metadata (`metadata
 `samplecnn.tags` (JSON list, output order), `samplecnn.sample_rate`,
 `samplecnn.input_samples`, `samplecnn.model_config` (JSON), `samplecnn.format` (1),
 `samplecnn.graph` ("scores" or "embeddings") and `samplecnn.input` (a one-line
-description). Exports of a checkpoint's model are cached under `$SAMPLECNN_HOME/onnx`,
+description); a model with fitted decision thresholds adds `samplecnn.thresholds` (JSON
+list of floats in tag order: decide a tag when its score is at or above its threshold)
+and `samplecnn.thresholds_fit` (JSON: objective, split, store fingerprint, unfitted tags
+and their fallback), so an exported or quantized file decides like its checkpoint. Exports of a checkpoint's model are cached under `$SAMPLECNN_HOME/onnx`,
 keyed by the weights, config and versions, so a Tagger does not re-export on every start.
 """
 from __future__ import annotations
@@ -95,7 +98,7 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
                           dynamic_axes={"audio": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {
+    meta = {**_threshold_meta(getattr(model, "thresholds", None)),
         "samplecnn.format": str(META_FORMAT),
         "samplecnn.graph": graph,
         "samplecnn.tags": json.dumps(list(cfg.tags), ensure_ascii=False),
@@ -114,6 +117,23 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
     return proto.SerializeToString()
 
 
+def _threshold_meta(thresholds) -> dict[str, str]:
+    if thresholds is None:
+        return {}
+    d = thresholds.to_dict()
+    values = d.pop("values")
+    d.pop("tags")  # the graph's own samplecnn.tags
+    return {"samplecnn.thresholds": json.dumps(values),
+            "samplecnn.thresholds_fit": json.dumps(d, ensure_ascii=False)}
+
+
+def _thresholds_from_props(props: dict, tags: list) -> dict | None:
+    if "samplecnn.thresholds" not in props:
+        return None
+    fit = json.loads(props.get("samplecnn.thresholds_fit", "{}"))
+    return {**fit, "values": json.loads(props["samplecnn.thresholds"]), "tags": tags}
+
+
 def model_digest(model) -> str:
     """A hex digest of what an export of `model` depends on: weights, config, versions."""
     import torch
@@ -123,6 +143,8 @@ def model_digest(model) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     h.update(f"torch {torch.__version__} samplecnn {samplecnn.__version__}".encode())
+    if getattr(model, "thresholds", None) is not None:  # they are in the graph's metadata
+        h.update(json.dumps(model.thresholds.to_dict(), sort_keys=True).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(np.ascontiguousarray(v.detach().cpu().numpy()).tobytes())
@@ -142,8 +164,9 @@ def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path:
 
 
 def read_metadata(source: str | os.PathLike | bytes) -> dict:
-    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph` of a samplecnn ONNX
-    graph (a file or serialized bytes). ValueError naming the file when it is not ours."""
+    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs` and
+    `thresholds` (`Thresholds.to_dict()` form, or None) of a samplecnn ONNX graph (a file
+    or serialized bytes). ValueError naming the file when it is not ours."""
     import onnx
 
     label = "ONNX model" if isinstance(source, bytes) else str(source)
@@ -159,14 +182,16 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
         raise ValueError(f"{label}: not a samplecnn ONNX export (no samplecnn.tags metadata); "
                          "export with `samplecnn export`")
     try:
+        tags = json.loads(props["samplecnn.tags"])
         return {
-            "tags": json.loads(props["samplecnn.tags"]),
+            "tags": tags,
             "sample_rate": int(props["samplecnn.sample_rate"]),
             "input_samples": int(props["samplecnn.input_samples"]),
             "model_config": json.loads(props.get("samplecnn.model_config", "null")),
             "format": int(props.get("samplecnn.format", "1")),
             "graph": props.get("samplecnn.graph", "scores"),
             "outputs": [o.name for o in proto.graph.output],
+            "thresholds": _thresholds_from_props(props, tags),
         }
     except (KeyError, ValueError) as err:
         raise ValueError(f"{label}: broken samplecnn metadata ({err})") from None

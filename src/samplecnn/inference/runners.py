@@ -61,9 +61,13 @@ def check_device(device: str | None, option: str = "--device") -> str:
 
 
 class Runner:
-    """What every runner offers: metadata and two calls on NumPy windows."""
+    """What every runner offers: metadata and two calls on NumPy windows.
+
+    `thresholds`: the model's stored decision thresholds (`samplecnn.thresholds.Thresholds`,
+    from the checkpoint or the ONNX metadata) or None."""
 
     name = "runner"
+    thresholds = None
     tags: list[str]
     sample_rate: int
     input_samples: int
@@ -111,6 +115,7 @@ class TorchRunner(Runner):
         self.name = name
         self.device = torch.device(check_device(device))
         self.module = module.eval().to(self.device)
+        self.thresholds = getattr(module, "thresholds", None)
         self.config = module.config
         _meta_from_config(self, self.config)
         self.layer_names = list(module.layer_names)
@@ -153,6 +158,10 @@ class OrtRunner(Runner):
         self._embeddings_graph = embeddings_graph  # a path, or a callable making one
         self._embed_session = None
         self.layer_names = list(meta.get("layer_names") or [])
+        if meta.get("thresholds") is not None:
+            from samplecnn.thresholds import Thresholds
+
+            self.thresholds = Thresholds.from_dict(meta["thresholds"], self.tags, label=label or "ONNX model")
 
     @classmethod
     def from_model(cls, model, threads: int | None = None, spin: bool = False) -> "OrtRunner":
@@ -165,6 +174,8 @@ class OrtRunner(Runner):
         meta = {"tags": probe.tags, "sample_rate": probe.sample_rate,
                 "input_samples": probe.input_samples, "model_config": config.to_dict(),
                 "layer_names": list(model.layer_names)}
+        th = getattr(model, "thresholds", None)
+        meta["thresholds"] = None if th is None else th.to_dict()
         runner = cls(cached_graph(model, "scores"), meta, lambda: cached_graph(model, "embeddings"),
                      threads=threads, spin=spin)
         runner.config = config
@@ -251,9 +262,12 @@ def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32"
     if backend == "plain":
         if precision != "fp32":
             raise ValueError("the plain backend runs fp32 only; use backend 'torch' for bf16")
-        return TorchRunner(model, device, name="plain")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    return TorchRunner(model.eval().fuse_for_inference(dtype), device, name="torch")
+        runner = TorchRunner(model, device, name="plain")
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        runner = TorchRunner(model.eval().fuse_for_inference(dtype), device, name="torch")
+    runner.thresholds = getattr(model, "thresholds", None)  # the fused twin has none of its own
+    return runner
 
 
 def load_runner(path: str | os.PathLike, backend: str = "auto", device: str | None = None,

@@ -101,6 +101,9 @@ class SampleCNN(LayerStack, nn.Module):
         super().__init__()
         config.validate()
         self.config = config
+        # Per-tag decision thresholds (`samplecnn.thresholds.Thresholds`), not weights:
+        # `load_model` sets them from the checkpoint; checkpoints and exports carry them.
+        self.thresholds = None
         c = config
         if c.frontend == "mel":
             self.frontend: nn.Module = MelFrontend(

@@ -20,7 +20,8 @@ import numpy as np
 from samplecnn.inference.batching import score_messages
 from samplecnn.metrics import aggregate as aggregate_windows
 from samplecnn.metrics import sigmoid
-from samplecnn.options import ScoringOptions
+from samplecnn.options import ScoringOptions, check_threshold
+from samplecnn.thresholds import decide
 from samplecnn.windows import WindowGrid
 
 from .sources import _PATH_TYPES, window_messages, worker_messages
@@ -210,6 +211,31 @@ class Tagger:
         return int(self.runner.input_samples)
 
     @property
+    def thresholds(self) -> np.ndarray | None:
+        """The model's stored decision thresholds, float32 `(n_tags,)`, or None."""
+        th = getattr(self.runner, "thresholds", None)
+        return None if th is None else th.values.astype(np.float32)
+
+    @property
+    def threshold_info(self):
+        """The stored `samplecnn.thresholds.Thresholds` (objective, split, store, unfitted
+        tags), or None."""
+        return getattr(self.runner, "thresholds", None)
+
+    def decide(self, scores: np.ndarray, threshold: float | None = None,
+               at_least_one: bool = False) -> list[str] | None:
+        """Clip scores `(n_tags,)` -> the decided tag names, highest score first (THE
+        decision, `samplecnn.thresholds.decide`): `threshold` for every tag, else the stored
+        thresholds; None when there are neither."""
+        if threshold is not None:
+            limits = check_threshold(threshold)
+        else:
+            limits = self.thresholds
+            if limits is None:
+                return None
+        return [self.tags[i] for i in decide(scores, limits, at_least_one)]
+
+    @property
     def window_s(self) -> float:
         return self.input_samples / self.sample_rate
 
@@ -292,6 +318,11 @@ class Tagger:
         cut and how they are aggregated. `path` is recorded as `writers.record_path(path)`
         (absolute, escaped: every file name is written as UTF-8 and found again by
         `--resume`); None stays None (arrays).
+
+        `labels`: the tags whose clip score is at or above their threshold, highest score
+        first (`options.threshold` for every tag, else the model's stored thresholds; with
+        `options.at_least_one`, the top tag when none passes); None when the model has no
+        stored thresholds and no `threshold` is given, and for a failed file.
         """
         if hop_s is not None:
             scoring["hop"] = hop_s
@@ -309,6 +340,7 @@ class Tagger:
             "aggregate": options.aggregate,
             "tags": None,
             "top": [],
+            "labels": None,
             "warnings": [record_text(str(w)) for w in [*warnings, *(info.get("warnings") or [])]],
             "error": None if error is None else record_text(error),
         }
@@ -320,6 +352,7 @@ class Tagger:
         rec["segments"] = int(len(logits))
         rec["tags"] = {t: round(float(s), 6) for t, s in zip(self.tags, clip)}
         rec["top"] = [[self.tags[i], round(float(clip[i]), 6)] for i in order]
+        rec["labels"] = self.decide(clip, options.threshold, options.at_least_one)
         return rec
 
     # -- many files ------------------------------------------------------------------
