@@ -11,7 +11,7 @@ Every value is checked at construction, so a bad option fails before any file is
 with one line naming the option (`ValueError`; the CLI exits 2, the service answers 422).
 Floats must be finite: `--hop inf` or `nan` would otherwise reach `int(round(...))` deep
 in the grid. The choice lists are the constants where each concept lives
-(`windows.LAST_WINDOW_POLICIES`, `metrics.AGGREGATIONS`, `inference.runners.BACKENDS`);
+(`windows.LAST_WINDOW_POLICIES`, `metrics.AGGREGATIONS`, `inference.backends.BACKENDS`);
 argparse choices and the service's parameter types read them from there too.
 
 NumPy/stdlib only (decoding workers and cluster actors import it without torch).
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-from samplecnn.inference.runners import BACKEND_ALIASES, BACKENDS
+from samplecnn.inference.backends import BACKEND_ALIASES, BACKENDS
 from samplecnn.metrics import AGGREGATIONS
 from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 
@@ -81,7 +81,7 @@ class ScoringOptions:
     last-window policy (`windows.LAST_WINDOW_POLICIES`); aggregate: the clip aggregation
     (`metrics.AGGREGATIONS`); top_k: tags listed in a record's `top`; max_windows: score
     only a clip's first windows (None: all; validation uses 10, the paper's protocol);
-    backend: what runs the model (`inference.runners.BACKENDS`; "onnx" is "onnxruntime");
+    backend: what runs the model (`inference.backends.BACKENDS`; "onnx" is "onnxruntime");
     threshold: one decision threshold in [0, 1] for every tag, overriding the model's
     stored ones (None: the stored ones; `samplecnn.thresholds`); at_least_one: a record's
     `labels` holds at least its top tag when no tag passes.

@@ -11,7 +11,8 @@ import os
 
 from samplecnn.paths import escape_path
 
-__all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options"]
+__all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options",
+           "add_run_options"]
 
 _SCORING_HELP = {
     "hop": "hop between windows in seconds (default: one window, no overlap)",
@@ -34,7 +35,7 @@ def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "ba
     import dataclasses
 
     from samplecnn.options import BACKEND_ALIASES, ScoringOptions
-    from samplecnn.inference.runners import BACKENDS
+    from samplecnn.inference.backends import BACKENDS
     from samplecnn.metrics import AGGREGATIONS
     from samplecnn.windows import LAST_WINDOW_POLICIES
 
@@ -46,6 +47,17 @@ def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "ba
     for name in fields:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=base[name],
                             help=_SCORING_HELP[name].format(default=base[name]), **kinds[name])
+
+
+def add_run_options(parser, kept_in: str) -> None:
+    """`--batch-size`, `--workers`, `--device`, `--quiet` of the commands that score files
+    (`tag`, `embed`); `kept_in` names what keeps the per-file errors with `--quiet`."""
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="decoding processes (default 1; 0 decodes in this process)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help=f"no per-file error or warning lines on stderr ({kept_in} keeps them)")
 
 
 def scoring_options(args, **fixed):

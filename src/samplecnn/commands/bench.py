@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
     # The choices come from where they are defined, not from samplecnn.benchmarking (torch, Lightning):
     # every `samplecnn` call builds this parser.
-    from samplecnn.inference.runners import BACKENDS as INFER_BACKENDS
-    from samplecnn.inference.runners import PRECISIONS
+    from samplecnn.inference.backends import BACKENDS as INFER_BACKENDS
+    from samplecnn.inference.backends import PRECISIONS
     from samplecnn.training.fast import TRAIN_MODES
 
     def common(q: argparse.ArgumentParser) -> None:

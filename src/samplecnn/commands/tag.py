@@ -7,7 +7,7 @@ import sys
 from samplecnn.tagging.catalog import ENGINES
 from samplecnn.tagging.outputs import OUTPUT_FORMATS
 
-from ._common import add_scoring_options, scoring_options
+from ._common import add_run_options, add_scoring_options, scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -49,12 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decoding processes (default 1; 0 decodes in this process)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="no per-file error or warning lines on stderr (the output keeps them)")
+    add_run_options(p, "the output")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 

@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import BACKEND_ALIASES, BACKENDS, PRECISIONS
+
 __all__ = ["BACKENDS", "PRECISIONS", "Runner", "TorchRunner", "OrtRunner",
            "optimize_for_inference", "resolve_backend", "load_runner", "check_device", "BACKEND_ALIASES"]
-
-BACKENDS = ("auto", "onnxruntime", "torch", "plain")
-PRECISIONS = ("fp32", "bf16")
-# Other names users type for a backend (`--backend onnx`), accepted wherever one is chosen.
-BACKEND_ALIASES = {"onnx": "onnxruntime"}
 
 
 def check_device(device: str | None, option: str = "--device") -> str:

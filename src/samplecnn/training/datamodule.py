@@ -87,14 +87,6 @@ class SegmentDataModule(L.LightningDataModule):
         self.train_set: SegmentDataset | None = None
         self.valid_set: SegmentDataset | None = None
 
-    @property
-    def tags(self) -> list[str]:
-        return self.store.tags
-
-    @property
-    def sample_rate(self) -> int:
-        return self.store.sample_rate
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set = SegmentDataset(self.store, "train", self.segment_samples,
