@@ -24,7 +24,7 @@ from samplecnn.options import ScoringOptions, check_threshold
 from samplecnn.thresholds import decide
 from samplecnn.windows import WindowGrid
 
-from .sources import _PATH_TYPES, window_messages, worker_messages
+from .sources import PATH_TYPES, window_messages, worker_messages
 from .writers import record_path, record_text
 
 
@@ -112,7 +112,7 @@ def run_batched(
                                                source_sample_rate=source_sample_rate, errors=errors))
     for res in score_messages(messages, compute, batch_size):
         src = sources[res.key]
-        path = os.fsdecode(src) if isinstance(src, _PATH_TYPES) else None
+        path = os.fsdecode(src) if isinstance(src, PATH_TYPES) else None
         yield FileResult(res.key, path, res.info, res.starts, res.outputs, res.error)
 
 
