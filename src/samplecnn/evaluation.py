@@ -174,6 +174,10 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     tags = [model_tags[i] for i in keep]
     labels = store.labels[clips][:, [store_pos[t] for t in tags]]
     metrics = tag_metrics(labels, clip_scores, tags)
+    if not np.any(~np.isnan(metrics.roc_auc)):  # every AUC undefined: no result to report
+        raise ValueError(f"{store.path}: split {split!r}: no tag can be scored (each of the "
+                         f"{len(tags)} tag(s) has no positive or no negative clip among its "
+                         f"{len(clips)} clip(s)); evaluate on a split with both")
     return EvalResult(str(checkpoint), str(store.path), split, aggregate, tags,
                       np.asarray(store.clip_ids)[clips], clip_scores, labels, metrics,
                       n_segments, notes)

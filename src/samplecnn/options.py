@@ -19,48 +19,15 @@ NumPy/stdlib only (decoding workers and cluster actors import it without torch).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
+from samplecnn.checks import MAX_HOP_S, check_float, check_int
 from samplecnn.inference.backends import BACKEND_ALIASES, BACKENDS
 from samplecnn.metrics import AGGREGATIONS
 from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 
 __all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "check_int",
            "check_threshold"]
-
-# Longer than any hop anyone means; a bound keeps `hop * sample_rate` far from overflow.
-MAX_HOP_S = 3600.0
-
-
-def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = False) -> float:
-    """`value` as a finite float in (low, high] (`[low, high]` with `low_inclusive`), else a
-    one-line ValueError naming `name`. Strings and bools are refused, not converted."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (v < low or (v == low and not low_inclusive)):
-        raise ValueError(f"{name} must be {'at least' if low_inclusive else 'more than'} {low:g}, got {value!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be at most {high:g}, got {value!r}")
-    return v
-
-
-def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
-    """`value` as an int in [low, high], else a one-line ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    v = int(value)
-    if low is not None and v < low:
-        raise ValueError(f"{name} must be at least {low}, got {v}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be at most {high}, got {v}")
-    return v
-
 
 def check_threshold(value, name: str = "threshold") -> float:
     """A decision threshold: a finite float in [0, 1], else a one-line ValueError."""

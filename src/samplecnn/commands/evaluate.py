@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         result.write(args.out)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))  # strict JSON
     else:
         print(format_table(result.metrics))
         print(result.summary())
