@@ -61,7 +61,8 @@ def test_every_shipped_config_resolves_and_builds_its_model():
 
     files = sorted((REPO / "configs").glob("*.yaml")) + sorted(
         (REPO / "src/samplecnn/configs").glob("*.yaml"))
-    assert len(files) >= 10
+    # The recipes (paper, adam; MTAT, MSD) and the demo's; variants are model.name= overrides.
+    assert len(files) >= 5
     for f in files:
         cfg = load_config(f)
         m = dict(cfg["model"])
