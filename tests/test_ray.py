@@ -234,3 +234,19 @@ print(json.dumps({"torch": "torch" in sys.modules,
         ref = local_rows[path_key(path)]
         np.testing.assert_allclose([record["tags"][t] for t in TAGS], [ref[t] for t in TAGS],
                                    atol=1e-6)
+
+
+def test_an_int8_onnx_file_goes_to_the_actors_as_it_is(ray_local, ckpt, catalog, tmp_path):
+    """The cluster runs an int8 export (issue 23) as its bytes: the local engine's scores."""
+    root, good, _ = catalog
+    int8 = tmp_path / "m.int8.onnx"
+    assert main(["export", ckpt, "--onnx", str(int8), "--int8", "--calibration", str(root),
+                 "--calibration-windows", "8"]) == 0
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    assert main(["tag", str(int8), *good[:3], "--format", "parquet", "-o", str(local),
+                 "--workers", "0", "-q"]) == 0
+    assert main(["tag", str(int8), *good[:3], "--engine", "ray", "--num-workers", "1",
+                 "-o", str(cluster), "-q"]) == 0
+    ref = _rows(local)
+    _assert_same(_rows(cluster), ref, set(ref))
+    assert {r["model"] for r in ref.values()} == {"m.int8.onnx"}

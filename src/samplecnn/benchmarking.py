@@ -57,14 +57,18 @@ def _summary(times: list[float], batch: int, flops_per_segment: int) -> dict:
 
 
 def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision: str = "fp32",
-                    iters: int = 5, warmup: int = 1, device: str = "cpu", seed: int = 0) -> dict:
+                    iters: int = 5, warmup: int = 1, device: str = "cpu", seed: int = 0,
+                    calibration_windows: int = 32, calibration_method: str = "percentile") -> dict:
     """Segments per second of the inference path for a registered variant.
 
     Random weights (`create_model(name, seed=seed)`), random input `(batch,
     input_samples)`, run by `optimize_for_inference(model, backend, precision)`: "plain"
-    is the eager model, "auto" what the Tagger runs by default. Returns a JSON-safe dict
-    (`segments_per_s` is the median over `iters` timed batches; `setup_s` the
-    optimisation / export time, which includes a cache lookup or an ONNX export).
+    is the eager model, "auto" what the Tagger runs by default. precision "int8" runs the
+    int8 graph of `samplecnn export --int8` on ONNX Runtime, calibrated by
+    `calibration_method` on `calibration_windows` random windows (`int8_runner`).
+    Returns a JSON-safe dict (`segments_per_s` is the median over `iters` timed batches;
+    `setup_s` the optimisation / export time, which includes a cache lookup or an ONNX
+    export, and for int8 the calibration).
     """
     import time
 
@@ -78,7 +82,10 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
     model = create_model(name, seed=seed, tags=[f"tag{i}" for i in range(50)]).eval().to(device)
     x = np.random.default_rng(seed).standard_normal((batch, model.input_samples)).astype(np.float32)
     t0 = time.perf_counter()
-    run = optimize_for_inference(model, backend=backend, precision=precision, device=device)
+    if precision == "int8":
+        run = int8_runner(model, backend, device, calibration_windows, calibration_method, seed)
+    else:
+        run = optimize_for_inference(model, backend=backend, precision=precision, device=device)
     setup = time.perf_counter() - t0
 
     def step():
@@ -90,6 +97,25 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
             "precision": precision, "batch": batch, "device": str(device),
             "threads": torch.get_num_threads(), "setup_s": setup,
             **_summary(times, batch, model.flops())}
+
+
+def int8_runner(model, backend: str = "auto", device: str = "cpu", windows: int = 32,
+                method: str = "percentile", seed: int = 0, **recipe):
+    """An `OrtRunner` of the int8 graph of `model` calibrated on random windows (speed
+    measurements: random weights make any calibration data as good as another)."""
+    from samplecnn.inference.onnx import export_graph
+    from samplecnn.inference.runners import OrtRunner
+    from samplecnn.quantize import QuantRecipe, quantize_graph, random_windows
+
+    if backend not in ("auto", "onnxruntime"):
+        raise ValueError(f"int8 runs on the onnxruntime backend, not {backend!r}")
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"int8 runs on the CPU; asked for {device} (GPUs: use bf16)")
+    rec = QuantRecipe(method=method, windows=windows, seed=seed, **recipe)
+    graph = quantize_graph(export_graph(model.eval().cpu()),
+                           random_windows(windows, model.config.input_samples, seed), rec,
+                           source="random windows")
+    return OrtRunner.from_file(graph, label="int8 graph")
 
 
 def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: str = "fp32",

@@ -116,7 +116,8 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
              split: str = "test", aggregate: str | None = None, batch_size: int = 64,
              device: str | None = None, progress: bool = False, *,
              options: ScoringOptions | None = None, **scoring) -> EvalResult:
-    """Evaluate a checkpoint on one split of a store.
+    """Evaluate a checkpoint, or an ONNX file of `samplecnn export` (fp32 or int8, run
+    by ONNX Runtime on the CPU), on one split of a store.
 
     `options` (a `ScoringOptions`, or its fields as keywords; default `EVALUATE_OPTIONS`):
     windows of the model's segment length every `hop` seconds (default: one segment,
@@ -127,22 +128,29 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     store's by name; tags the store lacks are left out with a note. A store at another
     sample rate is refused.
     """
-    import torch
-
-    from .checkpoint import load_model
-    from .inference.runners import optimize_for_inference
-
     if aggregate is not None:
         scoring["aggregate"] = aggregate
     options = ScoringOptions.build(options if options is not None else EVALUATE_OPTIONS, **scoring)
     aggregate = options.aggregate
-    model = load_model(checkpoint)
+    onnx_file = str(checkpoint).lower().endswith(".onnx")
+    if onnx_file:
+        # An export (fp32 or int8) runs as it is, on ONNX Runtime on the CPU.
+        from .inference.runners import load_runner
+
+        runner = load_runner(checkpoint, options.backend, device)
+        rate, window, model_tags = runner.sample_rate, runner.input_samples, list(runner.tags)
+        whole_clip = bool(runner.whole_clip)
+    else:
+        from .checkpoint import load_model
+
+        model = load_model(checkpoint)
+        cfg = model.config
+        rate, window, model_tags = cfg.sample_rate, cfg.input_samples, list(cfg.tags or [])
+        whole_clip = bool(cfg.whole_clip)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
-    cfg = model.config
-    if store.sample_rate != cfg.sample_rate:
+    if store.sample_rate != rate:
         raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {checkpoint} expects "
-                         f"{cfg.sample_rate} Hz; prepare the store with --sample-rate {cfg.sample_rate}")
-    model_tags = list(cfg.tags or [])
+                         f"{rate} Hz; prepare the store with --sample-rate {rate}")
     if not model_tags:
         raise ValueError(f"{checkpoint}: the checkpoint has no tag names; cannot match them to the store")
     store_pos = {t: i for i, t in enumerate(store.tags)}
@@ -156,10 +164,15 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = options.grid(cfg.input_samples, cfg.sample_rate, whole_clip=cfg.whole_clip)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    runner = optimize_for_inference(model, options.backend, device=device)
+    grid = options.grid(window, rate, whole_clip=whole_clip)
+    if not onnx_file:
+        import torch
+
+        from .inference.runners import optimize_for_inference
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        runner = optimize_for_inference(model, options.backend, device=device)
     scored = score_messages(store_messages(store, clips, grid), runner.logits, batch_size)
     if progress:
         from tqdm import tqdm

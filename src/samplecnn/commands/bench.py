@@ -18,23 +18,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # every `samplecnn` call builds this parser.
     from samplecnn.inference.backends import BACKENDS as INFER_BACKENDS
     from samplecnn.inference.backends import PRECISIONS
+    from samplecnn.quantize import CALIBRATION_METHODS
     from samplecnn.training.fast import TRAIN_MODES
 
-    def common(q: argparse.ArgumentParser) -> None:
+    def common(q: argparse.ArgumentParser, precisions=PRECISIONS) -> None:
         q.add_argument("--model", default="samplecnn", help="registered variant (default samplecnn)")
         q.add_argument("--batch", type=int, default=16, help="segments per batch (default 16)")
         q.add_argument("--iters", type=int, default=5, help="timed batches (default 5)")
         q.add_argument("--warmup", type=int, default=1, help="untimed batches first (default 1)")
         q.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
         q.add_argument("--device", default="cpu", help="torch device (default cpu)")
-        q.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                       help="bf16 changes results; fp32 (default) is exact")
+        q.add_argument("--precision", choices=precisions, default="fp32",
+                       help="bf16 changes results; fp32 (default) is exact"
+                            + ("; int8: the ONNX Runtime int8 graph of `samplecnn export --int8`, "
+                               "calibrated on random windows" if "int8" in precisions else ""))
         q.add_argument("--json", action="store_true", help="print one JSON object")
 
     q = sub.add_parser("infer", help="inference (tagging path)")
-    common(q)
+    common(q, PRECISIONS + ("int8",))
     q.add_argument("--backend", choices=INFER_BACKENDS, default="auto",
                    help="plain = eager model; auto (default) = what Tagger runs by default")
+    q.add_argument("--calibration-windows", type=int, default=32, metavar="N",
+                   help="with --precision int8: random calibration windows (default 32)")
+    q.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
+                   help="with --precision int8 (default percentile)")
     q.set_defaults(func=run)
     q = sub.add_parser("train", help="training step (forward, backward, SGD update)")
     common(q)
@@ -59,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         Runtime(num_threads=args.threads).apply()  # an entry point: process-wide settings here
         res = bench_inference(args.model, batch=args.batch, backend=args.backend,
                               precision=args.precision, iters=args.iters, warmup=args.warmup,
-                              device=args.device)
+                              device=args.device,
+                              calibration_windows=args.calibration_windows,
+                              calibration_method=args.calibration_method)
         what = f"backend={res['backend']} ({res['module']})"
     else:
         runtime_for_mode(args.mode, num_threads=args.threads).apply()

@@ -53,7 +53,9 @@ def _embed(args: argparse.Namespace) -> int:
         print(f"samplecnn embed: warning: {msg}", file=sys.stderr)
 
     paths = expand_paths(args.paths, warn=warn)
-    tagger = Tagger.from_checkpoint(args.model, device=args.device, batch_size=args.batch_size)
+    # A checkpoint, or an ONNX file (fp32 or int8), which refuses with one line: an
+    # export holds the tag-score graph only.
+    tagger = Tagger.load(args.model, device=args.device, batch_size=args.batch_size)
 
     def reported(results):
         # Warnings as files finish; errors are listed once the file is written.

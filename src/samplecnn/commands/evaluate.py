@@ -10,14 +10,17 @@ from .pretrained import add_pretrained_option, take_pretrained
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint",
+        "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint or ONNX file",
         description="Score every full segment of every clip of a split (the same scoring "
                     "path as `samplecnn tag`, but --last drop by default where tag pads), aggregate per clip (mean of segment scores by "
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
-                    "positive clip in the split are reported and excluded from the averages.",
+                    "positive clip in the split are reported and excluded from the averages. "
+                    "An ONNX file of `samplecnn export` (fp32 or int8) is evaluated as it "
+                    "is, on ONNX Runtime on the CPU.",
     )
     p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), or --pretrained")
+                   help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), an .onnx file "
+                        "of `samplecnn export`, or --pretrained")
     p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend"), last="drop")

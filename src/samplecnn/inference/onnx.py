@@ -188,9 +188,10 @@ def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path 
 
 
 def read_metadata(source: str | os.PathLike | bytes) -> dict:
-    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs` and
-    `thresholds` (`Thresholds.to_dict()` form, or None) of a samplecnn ONNX graph (a file
-    or serialized bytes). ValueError naming the file when it is not ours."""
+    """`tags`, `sample_rate`, `input_samples`, `model_config`, `graph`, `outputs`,
+    `thresholds` (`Thresholds.to_dict()` form, or None), `precision` ("fp32" or "int8")
+    and `quantization` (the int8 recipe, or None) of a samplecnn ONNX graph (a file or
+    serialized bytes). ValueError naming the file when it is not ours."""
     import onnx
 
     label = "ONNX model" if isinstance(source, bytes) else str(source)
@@ -215,6 +216,9 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
             "format": int(props.get("samplecnn.format", "1")),
             "graph": props.get("samplecnn.graph", "scores"),
             "whole_clip": props.get("samplecnn.whole_clip", "0") == "1",
+            # "int8" for a file of `samplecnn export --int8` (samplecnn.quantize).
+            "precision": props.get("samplecnn.precision", "fp32"),
+            "quantization": json.loads(props.get("samplecnn.quantization", "null")),
             "outputs": [o.name for o in proto.graph.output],
             "thresholds": _thresholds_from_props(props, tags),
         }

@@ -271,19 +271,23 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     is_onnx = model.lower().endswith(".onnx")
     # The driver only needs the metadata (tags, rate, window): the plain model is the
     # cheapest to load; the actors build the runner asked for.
-    meta = Tagger.load(model, backend="auto" if is_onnx else "plain", device="cpu")
+    meta = Tagger.load(model, backend=backend if is_onnx else "plain", device="cpu")
     grid = meta.grid(options)  # unpadded windows for a whole-clip model
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
     graph = None
+    from pathlib import Path
+
     from samplecnn.inference.runners import resolve_backend
 
-    if not is_onnx and device == "cpu" and resolve_backend(backend) == "onnxruntime":
+    if is_onnx and device == "cpu":
+        # An ONNX file (fp32 or int8) goes to the actors as it is, as bytes: never
+        # re-exported or re-quantized, and other nodes need not see the file.
+        graph = Path(model).read_bytes()
+    elif device == "cpu" and resolve_backend(backend) == "onnxruntime":
         # Exported once here (or taken from the export cache) and shipped to the actors
         # as bytes: the driver's cache folder need not be visible from other nodes.
-        from pathlib import Path
-
         from samplecnn.inference.onnx import cached_graph
 
         graph = cached_graph(meta.runner.module, "scores")
