@@ -5,8 +5,12 @@ Evaluation scores every clip of a split on the toolkit's one scoring path, the s
 segment, consecutive, at least one per clip: `last="drop"`, the paper's protocol), the
 same runner (ONNX Runtime on the CPU by default, exact fp32), the one batching loop
 (`samplecnn.inference.batching`) and the one clip aggregation (`samplecnn.metrics`,
-mean of the segments' sigmoid scores by default); then per-tag ROC-AUC and PR-AUC.
-For the same audio and options, `evaluate` and `tag` give the same clip scores (tested).
+mean of the segments' sigmoid scores by default); then per-tag ROC-AUC and PR-AUC,
+and, at the model's stored decision thresholds (`samplecnn.thresholds`), per-tag
+precision, recall and F1 with their macro and micro averages.
+For the same audio and options, `evaluate` and `tag` give the same clip scores (tested);
+`fit_checkpoint_thresholds` fits thresholds on the same clip scores, so they decide like
+`tag` on the same files.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from .data import SegmentStore
 from .inference.batching import score_messages
 from .metrics import TagMetrics, check_aggregation, format_table, tag_metrics
 from .metrics import aggregate as aggregate_windows
+from .thresholds import DecisionMetrics, Thresholds, decision_metrics, fit_thresholds
 from .windows import WindowGrid
 
 
@@ -60,6 +65,23 @@ class EvalResult:
     metrics: TagMetrics
     n_segments: int
     notes: list[str] = field(default_factory=list)
+    decisions: DecisionMetrics | None = None
+    thresholds: str | None = None  # where the decision thresholds came from (one line)
+
+    @property
+    def macro_f1(self) -> float | None:
+        return None if self.decisions is None else _num(self.decisions.macro_f1)
+
+    @property
+    def micro_f1(self) -> float | None:
+        return None if self.decisions is None else _num(self.decisions.micro_f1)
+
+    def rows(self) -> list[dict]:
+        """Per tag: `TagMetrics.rows()` plus threshold, precision, recall, f1 (None without
+        thresholds)."""
+        empty = {"threshold": None, "precision": None, "recall": None, "f1": None}
+        return [{**r, **(empty if self.decisions is None else self.decisions.row(j))}
+                for j, r in enumerate(self.metrics.rows())]
 
     @property
     def roc_auc(self) -> float:
@@ -73,6 +95,8 @@ class EvalResult:
         d = {"checkpoint": self.checkpoint, "store": self.store, "split": self.split,
              "aggregate": self.aggregate, "n_segments": self.n_segments, "notes": list(self.notes)}
         d.update(self.metrics.to_dict())
+        d.update({"macro_f1": self.macro_f1, "micro_f1": self.micro_f1, "thresholds": self.thresholds,
+                  "per_tag": self.rows()})
         return d
 
     def summary(self) -> str:
@@ -84,7 +108,16 @@ class EvalResult:
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"ROC-AUC {self.roc_auc:.4f}")
         lines.append(f"PR-AUC {self.pr_auc:.4f}")
+        if self.decisions is None:
+            lines.append(f"F1: no decision thresholds ({self.thresholds})")
+        else:
+            lines.append(f"macro F1 {_fmt(self.macro_f1)}  micro F1 {_fmt(self.micro_f1)} "
+                         f"(at {self.thresholds})")
         return "\n".join(lines)
+
+    def table(self) -> str:
+        """The per-tag table: `metrics.format_table` with threshold, precision, recall, F1."""
+        return format_table(self.metrics, decisions=None if self.decisions is None else self.rows())
 
     def write(self, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
         """Write metrics.json, per_tag.csv, clip_scores.csv (and tag_roc_auc.png)."""
@@ -93,11 +126,10 @@ class EvalResult:
         paths = {"json": out / "metrics.json", "per_tag": out / "per_tag.csv",
                  "scores": out / "clip_scores.csv"}
         write_json(paths["json"], self.to_dict())
-        rows = self.metrics.rows()
-        _write_csv(paths["per_tag"], ["tag", "positives", "prevalence", "roc_auc", "pr_auc"],
+        cols = ["roc_auc", "pr_auc", "threshold", "precision", "recall", "f1"]
+        _write_csv(paths["per_tag"], ["tag", "positives", "prevalence", *cols],
                     [[r["tag"], r["positives"], r["prevalence"],
-                      "" if r["roc_auc"] is None else f"{r['roc_auc']:.6f}",
-                      "" if r["pr_auc"] is None else f"{r['pr_auc']:.6f}"] for r in rows])
+                      *("" if r[c] is None else f"{r[c]:.6f}" for c in cols)] for r in self.rows()])
         _write_csv(paths["scores"], ["clip_id", *self.tags],
                     [[str(c), *(f"{v:.6f}" for v in s)] for c, s in zip(self.clip_ids, self.clip_scores)])
         if plots:
@@ -106,34 +138,42 @@ class EvalResult:
         return paths
 
 
-def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
-             split: str = "test", aggregate: str = "mean", batch_size: int = 64,
-             device: str | None = None, progress: bool = False, *, hop: int | None = None,
-             last: str = "drop", backend: str = "auto") -> EvalResult:
-    """Evaluate a checkpoint on one split of a store.
+@dataclass
+class SplitScores:
+    """The clip scores of one split: `clip_scores` float64 `(n_clips, n_tags)` and
+    `labels` uint8 `(n_clips, n_tags)` for `tags` (the model's tags the store has, at
+    model positions `keep`), in the order of `clip_ids`."""
 
-    Windows of the model's segment length every `hop` samples (default: one segment,
-    consecutive) under the last-window policy `last` ("drop": full segments only, at
-    least one per clip; "pad": the tail too), run by `backend` (see
-    `samplecnn.inference.runners`), aggregated per clip by `aggregate` ("mean", "max",
-    "logit_mean"). The model's tags are matched to the store's by name; tags the store
-    lacks are left out with a note. A store at another sample rate is refused.
-    """
+    tags: list[str]
+    keep: list[int]
+    clip_ids: np.ndarray
+    clip_scores: np.ndarray
+    labels: np.ndarray
+    n_segments: int
+    notes: list[str]
+
+
+def score_split(model, store: SegmentStore, split: str, aggregate: str = "mean",
+                batch_size: int = 64, device: str | None = None, progress: bool = False, *,
+                hop: int | None = None, last: str = "drop", backend: str = "auto",
+                label: str = "model") -> SplitScores:
+    """Score every clip of `split` with `model` (a `SampleCNN`) on the one scoring path:
+    windows of its segment length every `hop` samples (default: consecutive) under the
+    last-window policy `last`, run by `backend`, aggregated per clip by `aggregate`. The
+    model's tags are matched to the store's by name (tags the store lacks: a note); a
+    store at another sample rate is refused. `label` names the model in errors."""
     import torch
 
-    from .checkpoint import load_model
     from .inference.runners import optimize_for_inference
 
     check_aggregation(aggregate)
-    model = load_model(checkpoint)
-    store = store if isinstance(store, SegmentStore) else SegmentStore(store)
     cfg = model.config
     if store.sample_rate != cfg.sample_rate:
-        raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {checkpoint} expects "
+        raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {label} expects "
                          f"{cfg.sample_rate} Hz; prepare the store with --sample-rate {cfg.sample_rate}")
     model_tags = list(cfg.tags or [])
     if not model_tags:
-        raise ValueError(f"{checkpoint}: the checkpoint has no tag names; cannot match them to the store")
+        raise ValueError(f"{label}: the checkpoint has no tag names; cannot match them to the store")
     store_pos = {t: i for i, t in enumerate(store.tags)}
     keep = [i for i, t in enumerate(model_tags) if t in store_pos]
     if not keep:
@@ -153,19 +193,115 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     if progress:
         from tqdm import tqdm
 
-        scored = tqdm(scored, total=len(clips), desc="evaluate", unit="clip", leave=False,
+        scored = tqdm(scored, total=len(clips), desc=f"score {split}", unit="clip", leave=False,
                       file=sys.stderr)
     by_clip, n_segments = {}, 0
     for res in scored:
         by_clip[res.key] = aggregate_windows(res.outputs[:, keep], aggregate)
         n_segments += len(res.outputs)
-    clip_scores = np.stack([by_clip[int(c)] for c in clips])
     tags = [model_tags[i] for i in keep]
-    labels = store.labels[clips][:, [store_pos[t] for t in tags]]
-    metrics = tag_metrics(labels, clip_scores, tags)
-    return EvalResult(str(checkpoint), str(store.path), split, aggregate, tags,
-                      np.asarray(store.clip_ids)[clips], clip_scores, labels, metrics,
-                      n_segments, notes)
+    return SplitScores(tags, keep, np.asarray(store.clip_ids)[clips],
+                       np.stack([by_clip[int(c)] for c in clips]),
+                       store.labels[clips][:, [store_pos[t] for t in tags]], n_segments, notes)
+
+
+def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
+             split: str = "test", aggregate: str = "mean", batch_size: int = 64,
+             device: str | None = None, progress: bool = False, *, hop: int | None = None,
+             last: str = "drop", backend: str = "auto", threshold: float | None = None) -> EvalResult:
+    """Evaluate a checkpoint on one split of a store.
+
+    Windows of the model's segment length every `hop` samples (default: one segment,
+    consecutive) under the last-window policy `last` ("drop": full segments only, at
+    least one per clip; "pad": the tail too), run by `backend` (see
+    `samplecnn.inference.runners`), aggregated per clip by `aggregate` ("mean", "max",
+    "logit_mean"). The model's tags are matched to the store's by name; tags the store
+    lacks are left out with a note. A store at another sample rate is refused.
+    Decisions (precision, recall, F1) use `threshold` for every tag when given, else the
+    checkpoint's stored thresholds; without either they are None and `thresholds` says why.
+    """
+    from .checkpoint import load_model
+
+    model = load_model(checkpoint)
+    store = store if isinstance(store, SegmentStore) else SegmentStore(store)
+    sc = score_split(model, store, split, aggregate, batch_size, device, progress, hop=hop,
+                     last=last, backend=backend, label=str(checkpoint))
+    metrics = tag_metrics(sc.labels, sc.clip_scores, sc.tags)
+    decisions, source = None, None
+    if threshold is not None:
+        from .options import check_threshold
+
+        limits, source = check_threshold(threshold), f"threshold {threshold:g} for every tag"
+    elif model.thresholds is not None:
+        limits, source = model.thresholds.values[sc.keep], f"stored thresholds: {model.thresholds.describe()}"
+    else:
+        limits = None
+        source = (f"{checkpoint} has none; fit them with `samplecnn thresholds` or pass --threshold")
+    if limits is not None:
+        decisions = decision_metrics(sc.clip_scores, sc.labels, limits, sc.tags)
+    return EvalResult(str(checkpoint), str(store.path), split, aggregate, sc.tags, sc.clip_ids,
+                      sc.clip_scores, sc.labels, metrics, sc.n_segments, sc.notes, decisions, source)
+
+
+def fit_checkpoint_thresholds(checkpoint, store: str | os.PathLike | SegmentStore,
+                              split: str = "valid", objective: str = "f1", *,
+                              aggregate: str = "mean", batch_size: int = 64,
+                              device: str | None = None, progress: bool = False,
+                              hop: int | None = None, last: str = "drop",
+                              backend: str = "auto") -> "ThresholdFit":
+    """Fit one threshold per tag of `checkpoint` (a path, or a loaded `SampleCNN`) on the
+    clip scores of `split` (`score_split`, the scores `evaluate` computes with the same
+    options) for `objective` (`samplecnn.thresholds.fit_thresholds`). Tags the store
+    lacks are unfitted ("not in the store"). The store's inputs fingerprint is recorded.
+    Returns the thresholds and their precision / recall / F1 on the fitting split."""
+    from .checkpoint import load_model
+    from .thresholds import FALLBACK_THRESHOLD, parse_objective
+
+    parse_objective(objective)  # before the split is scored
+    model = checkpoint if not isinstance(checkpoint, (str, os.PathLike)) else load_model(checkpoint)
+    store = store if isinstance(store, SegmentStore) else SegmentStore(store)
+    sc = score_split(model, store, split, aggregate, batch_size, device, progress, hop=hop,
+                     last=last, backend=backend, label=str(checkpoint))
+    part = fit_thresholds(sc.clip_scores, sc.labels, sc.tags, objective)
+    tags = list(model.config.tags)
+    values = np.full(len(tags), FALLBACK_THRESHOLD, np.float32)
+    values[sc.keep] = part.values
+    unfitted = {t: "not in the store" for i, t in enumerate(tags) if i not in set(sc.keep)}
+    unfitted.update(part.unfitted)
+    th = Thresholds(values, tags, part.objective, split, store.meta.get("inputs_fingerprint"),
+                    {t: unfitted[t] for t in tags if t in unfitted}, FALLBACK_THRESHOLD)
+    return ThresholdFit(th, decision_metrics(sc.clip_scores, sc.labels, part.values, sc.tags),
+                        len(sc.clip_ids), sc.notes)
+
+
+@dataclass
+class ThresholdFit:
+    """Fitted `thresholds` (every model tag) and `decisions` on the fitting split (the
+    tags the store has), over `n_clips` clips."""
+
+    thresholds: Thresholds
+    decisions: DecisionMetrics
+    n_clips: int
+    notes: list[str]
+
+    def table(self) -> str:
+        """Per tag: threshold (or why it is unfitted), precision, recall, F1 on the split."""
+        d = self.decisions
+        pos = {t: j for j, t in enumerate(d.tags)}
+        width = max(len("tag"), *(len(t) for t in self.thresholds.tags))
+        lines = [f"{'tag'.ljust(width)}  thresh    prec  recall      F1",
+                 f"{'-' * width}  ------  ------  ------  ------"]
+        for i, t in enumerate(self.thresholds.tags):
+            head = f"{t.ljust(width)}  {self.thresholds.values[i]:6.3f}"
+            if t in self.thresholds.unfitted:
+                lines.append(f"{head}  unfitted ({self.thresholds.unfitted[t]}): fallback")
+                continue
+            r = d.row(pos[t])
+            lines.append(head + "".join("       -" if r[k] is None else f"  {r[k]:6.3f}"
+                                        for k in ("precision", "recall", "f1")))
+        lines.append(f"macro F1 {_fmt(_num(d.macro_f1))}  micro F1 {_fmt(_num(d.micro_f1))} "
+                     f"on {self.n_clips} {self.thresholds.split} clips ({self.thresholds.objective})")
+        return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ plots
@@ -243,6 +379,14 @@ def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | N
     return save_figure(fig, path or Path(run_dir) / "plots" / "training_curves.png")
 
 
+def _num(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else float(x)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
@@ -251,5 +395,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_text(path, buf.getvalue())
 
 
-__all__ = ["EvalResult", "epoch_curves", "evaluate", "format_table", "plot_tag_auc",
+__all__ = ["EvalResult", "SplitScores", "ThresholdFit", "epoch_curves", "evaluate", "fit_checkpoint_thresholds",
+           "score_split", "format_table", "plot_tag_auc",
            "plot_training_curves", "read_metrics_csv", "store_messages"]

@@ -1,4 +1,5 @@
-"""`samplecnn evaluate`: clip-level ROC-AUC / PR-AUC of a checkpoint on a store split."""
+"""`samplecnn evaluate`: clip-level ROC-AUC / PR-AUC of a checkpoint on a store split, and
+precision / recall / F1 at its decision thresholds."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score every full segment of every clip of a split (the same scoring "
                     "path as `samplecnn tag`), aggregate per clip (mean of segment scores by "
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
-                    "positive clip in the split are reported and excluded from the averages.",
+                    "positive clip in the split are reported and excluded from the averages. "
+                    "At the checkpoint's stored thresholds (or --threshold), per-tag "
+                    "precision, recall and F1 and their macro and micro averages.",
     )
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), or --pretrained")
@@ -28,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "protocol) or pad = score them in one zero-padded segment")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain"], default="auto",
                    help="what runs the model (default auto: ONNX Runtime on the CPU, exact fp32)")
+    p.add_argument("--threshold", type=float, default=None, metavar="X",
+                   help="decide every tag at score >= X (0..1) instead of the stored thresholds")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
@@ -41,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from samplecnn.evaluation import evaluate
-    from samplecnn.metrics import format_table
-
     from ._common import check_device, check_output_dir
 
     if args.batch_size <= 0:
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     # Before weights are downloaded and the split is scored: a bad --out must not cost
     # the evaluation.
     check_output_dir(args.out, "--out")
+    if args.threshold is not None:
+        from samplecnn.options import check_threshold
+
+        check_threshold(args.threshold, "--threshold")
     check_device(args.device)
     take_pretrained(args, "checkpoint")
     from samplecnn.checkpoint import read_checkpoint_info
@@ -62,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
                       batch_size=args.batch_size, device=args.device,
                       progress=not args.no_progress and sys.stderr.isatty(), hop=hop,
-                      last=args.last, backend=args.backend)
+                      last=args.last, backend=args.backend, threshold=args.threshold)
     if args.out:
         result.write(args.out)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+        if result.decisions is None:
+            print(f"samplecnn evaluate: no F1 figures: {result.thresholds}", file=sys.stderr)
     else:
-        print(format_table(result.metrics))
+        print(result.table())
         print(result.summary())
     return 0
