@@ -398,13 +398,16 @@ def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
         stopped_by_schedule=bool(schedule is not None and schedule.finished),
     )
     if trainer.is_global_zero:
-        _store_thresholds(result, store, cfg, "cuda" if on_gpu else "cpu", log)
+        store_thresholds([result.best_checkpoint, result.last_checkpoint], store,
+                         cfg["data"]["eval_batch_size"], "cuda" if on_gpu else "cpu", log)
         write_json(out / "train_summary.json", result.to_dict())
     return result
 
 
-def _store_thresholds(result: TrainResult, store: SegmentStore, cfg: dict, device: str, log) -> None:
-    """Fit decision thresholds on the validation split into best.ckpt and last.ckpt."""
+def store_thresholds(checkpoints: list[str], store: SegmentStore, batch_size: int = 64,
+                     device: str = "cpu", log=print) -> None:
+    """Fit decision thresholds on the validation split into each checkpoint (a run's
+    best.ckpt and last.ckpt; missing ones are skipped)."""
     from ..checkpoint import set_thresholds
     from ..evaluation import fit_checkpoint_thresholds
 
@@ -412,11 +415,10 @@ def _store_thresholds(result: TrainResult, store: SegmentStore, cfg: dict, devic
         log("thresholds: the store has no validation clips; checkpoints carry no decision "
             "thresholds (fit them with `samplecnn thresholds`)")
         return
-    for ckpt in dict.fromkeys([result.best_checkpoint, result.last_checkpoint]):
+    for ckpt in dict.fromkeys(checkpoints):
         if not Path(ckpt).is_file():
             continue
-        fit = fit_checkpoint_thresholds(ckpt, store, "valid", batch_size=cfg["data"]["eval_batch_size"],
-                                        device=device)
+        fit = fit_checkpoint_thresholds(ckpt, store, "valid", batch_size=batch_size, device=device)
         set_thresholds(ckpt, fit.thresholds)
         th = fit.thresholds
         unfitted = f"; unfitted: {', '.join(th.unfitted)}" if th.unfitted else ""
