@@ -212,3 +212,29 @@ def test_broken_stored_thresholds_are_one_line(stored, tmp_path):
     torch.save(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="broken stored thresholds"):
         load_model(tmp_path / "bad.ckpt")
+
+
+def test_cli_tag_labels_threshold_and_note(stored, tmp_path, capsys):
+    import soundfile as sf
+
+    from samplecnn.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, stored["x"], SR)
+    s = stored["scores"]
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] is None
+    notes = [line for line in out.err.splitlines() if "decision thresholds" in line]
+    assert len(notes) == 1 and "samplecnn thresholds" in notes[0]
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0", "--threshold", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] == _expected(s, [0] * 3) and out.err == ""
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0", "--threshold", "1",
+                 "--at-least-one"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["labels"] == [TAGS[int(np.argmax(s))]]
+    assert main(["tag", str(stored["fitted"]), str(wav), "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] == _expected(s, stored["th"].values) and out.err == ""
+    assert main(["tag", str(stored["plain"]), str(wav), "--threshold", "1.5"]) == 2
+    assert "--threshold" in capsys.readouterr().err

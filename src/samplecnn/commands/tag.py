@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
                         "(relative paths are under the manifest's folder)")
     p.add_argument("--top-k", type=int, default=5, help="tags listed in `top` (default 5)")
+    p.add_argument("--threshold", type=float, default=None, metavar="X",
+                   help="decide every tag at score >= X (0..1) in `labels`, instead of the "
+                        "model's stored per-tag thresholds (`samplecnn thresholds`)")
+    p.add_argument("--at-least-one", action="store_true",
+                   help="`labels` holds at least the top tag when no tag reaches its threshold")
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="hop between windows in seconds (default: one window, no overlap)")
     p.add_argument("--aggregate", choices=["mean", "max", "logit_mean"], default="mean",
@@ -84,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--format parquet writes a folder of part files: give --output DIR")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be 0 or more, got {args.top_k}")
+    if args.threshold is not None:
+        from samplecnn.options import check_threshold
+
+        check_threshold(args.threshold, "--threshold")
     # Every output is checked, and held, before any file is read or weights downloaded: a
     # bad --output must not cost a whole run, and a second `tag` on the same output must
     # not interleave with us.
@@ -121,6 +130,7 @@ def _tag(args: argparse.Namespace) -> int:
     tagger = Tagger.load(args.model, backend=args.backend, device=args.device,
                          optimize=args.optimize, batch_size=args.batch_size)
     tagger.hop_samples(args.hop)  # validate before any work
+    note_missing_thresholds(tagger, args.threshold, "samplecnn tag")
     todo = paths
     if args.resume:
         done = done_keys(args.format, args.output)
@@ -137,7 +147,8 @@ def _tag(args: argparse.Namespace) -> int:
     failed = 0
     try:
         for res in tagger.tag_files(todo, hop=args.hop, aggregate=args.aggregate, top_k=args.top_k,
-                                    workers=args.workers, batch_size=args.batch_size, last=args.last):
+                                    workers=args.workers, batch_size=args.batch_size, last=args.last,
+                                    threshold=args.threshold, at_least_one=args.at_least_one):
             shown = escape_path(res.path)
             if not args.quiet:  # a file that was tagged but not cleanly (truncated, damaged)
                 for w in res.record["warnings"]:
@@ -154,6 +165,15 @@ def _tag(args: argparse.Namespace) -> int:
     if failed:
         print(f"samplecnn tag: {failed} of {len(todo)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def note_missing_thresholds(tagger, threshold: float | None, prog: str) -> None:
+    """One stderr line when records will carry `labels: null` (no stored thresholds, no
+    --threshold), saying how to get them."""
+    if threshold is None and tagger.thresholds is None:
+        print(f"{prog}: note: the model has no decision thresholds, so `labels` is null; fit "
+              "them with `samplecnn thresholds MODEL --data STORE --out OUT`, or pass "
+              "--threshold X", file=sys.stderr)
 
 
 def _run_ray(args: argparse.Namespace, warn) -> int:
