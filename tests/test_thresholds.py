@@ -238,3 +238,38 @@ def test_cli_tag_labels_threshold_and_note(stored, tmp_path, capsys):
     assert json.loads(out.out)[0]["labels"] == _expected(s, stored["th"].values) and out.err == ""
     assert main(["tag", str(stored["plain"]), str(wav), "--threshold", "1.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_every_output_format_carries_labels(stored, tmp_path, capsys):
+    import csv
+
+    import soundfile as sf
+
+    from samplecnn.cli import main
+    from samplecnn.tagging.parquet import read_output
+
+    wav, bad = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(wav, stored["x"], SR)
+    bad.write_bytes(b"not audio")
+    want = _expected(stored["scores"], stored["th"].values)
+    assert len(want) >= 2  # the CSV cell joins several
+    ck = str(stored["fitted"])
+    assert main(["tag", ck, str(wav), str(bad), "--format", "jsonl", "-o", str(tmp_path / "o.jsonl"),
+                 "--workers", "0", "-q"]) == 1
+    recs = {r["path"]: r for r in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
+    assert recs[str(wav)]["labels"] == want and recs[str(bad)]["labels"] is None
+    assert main(["tag", ck, str(wav), str(bad), "--format", "csv", "-o", str(tmp_path / "o.csv"),
+                 "--workers", "0", "-q"]) == 1
+    with open(tmp_path / "o.csv", newline="") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert rows[str(wav)]["labels"] == ";".join(want) and rows[str(bad)]["labels"] == ""
+    assert main(["tag", ck, str(wav), str(bad), "--format", "parquet", "-o", str(tmp_path / "pq"),
+                 "--workers", "0", "-q"]) == 1
+    table = read_output(tmp_path / "pq").to_pylist()
+    by_path = {r["path"]: r for r in table}
+    assert by_path[str(wav)]["labels"] == want and by_path[str(bad)]["labels"] is None
+    # --threshold 1 decides nothing: an empty list, not null
+    assert main(["tag", ck, str(wav), "--format", "parquet", "-o", str(tmp_path / "pq1"),
+                 "--workers", "0", "--threshold", "1"]) == 0
+    assert read_output(tmp_path / "pq1").to_pylist()[0]["labels"] == []
+    capsys.readouterr()

@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=None,
                    help="--no-optimize is --backend plain")
     p.add_argument("--quiet", "-q", action="store_true",
-                   help="no per-file error or warning lines on stderr (the output keeps them)")
+                   help="no per-file error or warning lines on stderr (the output keeps them), "
+                        "and no note about missing thresholds")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -130,7 +131,8 @@ def _tag(args: argparse.Namespace) -> int:
     tagger = Tagger.load(args.model, backend=args.backend, device=args.device,
                          optimize=args.optimize, batch_size=args.batch_size)
     tagger.hop_samples(args.hop)  # validate before any work
-    note_missing_thresholds(tagger, args.threshold, "samplecnn tag")
+    if not args.quiet:
+        note_missing_thresholds(tagger, args.threshold, "samplecnn tag")
     todo = paths
     if args.resume:
         done = done_keys(args.format, args.output)
