@@ -234,7 +234,7 @@ def tag_point(paths: list[str], workers: int, batch: int, optimize: bool = True)
     from samplecnn.models import create_model
     from samplecnn.tagging import Tagger
 
-    tagger = Tagger.from_model(create_model("samplecnn", seed=0, tags=TAGS), optimize=optimize,
+    tagger = Tagger.from_model(create_model("samplecnn", seed=0, tags=TAGS), backend="auto" if optimize else "plain",
                                batch_size=batch)
     tagger.tag_files(paths[:1], workers=0).__next__()  # warm-up: sessions, first allocations
     t0 = time.perf_counter()
@@ -277,7 +277,7 @@ def infer_point(batch: int, backend: str) -> dict:
 
 def section_end_to_end(tmp: Path, model_segs: float) -> None:
     paths = [str(p) for p in write_mp3s(tmp / "e2e", 24, 29.1)]
-    print("\n== end-to-end folder tagging: 24 MTAT-format MP3s x 29.1 s, Tagger(optimize=True), batch 16")
+    print("\n== end-to-end folder tagging: 24 MTAT-format MP3s x 29.1 s, Tagger(backend="auto"), batch 16")
     print(f"  {'setting':<44} {'seconds':>10} {'vs model':>8}  windows, segs/s, peak RSS")
     for workers in (0, 1, 2):
         r = run_point("tag_point", paths=paths, workers=workers, batch=16)

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from samplecnn.audio import (AUDIO_EXTENSIONS, AudioError, SilentAudioWarning, load_audio,
-                             probe, resample, stream_blocks, stream_windows, to_mono)
+                             probe, resample, stream_blocks, to_mono)
 from samplecnn.testing.datasets import make_bad_files, tone, write_audio
 
 REAL = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -89,6 +89,21 @@ def test_real_clip_trusts_decoded_length_not_header():
     a = load_audio(REAL, 16000)
     assert len(a.samples) == 465_984
     assert a.duration_s == pytest.approx(465_984 / 16000)
+
+
+def stream_windows(source, sample_rate, window, hop, last="pad", *, source_sample_rate=None,
+                   warnings=None):
+    """The one feeder (`tagging.sources.iter_windows`) as these tests call it."""
+    from samplecnn.tagging.sources import StreamInfo, iter_windows
+    from samplecnn.windows import WindowGrid
+
+    info = StreamInfo()
+    if isinstance(source, np.ndarray) and source_sample_rate is None:
+        source_sample_rate = sample_rate
+    yield from iter_windows(source, sample_rate, WindowGrid(window, hop, last),
+                            source_sample_rate=source_sample_rate, info=info)
+    if warnings is not None:
+        warnings.extend(info.warnings)
 
 
 def test_stream_windows_match_whole_file_decoding(tmp_path):

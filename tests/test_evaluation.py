@@ -130,7 +130,7 @@ def test_evaluate_and_tag_give_the_same_clip_scores(tmp_path, aggregate, last, h
     (root / "annotations.csv").write_text("\n".join(lines) + "\n")
     store = prepare_csv(root, tmp_path / "store", sample_rate=8000, min_samples=0, workers=1).store
     hop = int(729 * hop_windows)
-    ev = evaluate(ckpt, store, "test", aggregate=aggregate, last=last, hop=hop, batch_size=3)
+    ev = evaluate(ckpt, store, "test", aggregate=aggregate, last=last, hop=hop / 8000, batch_size=3)
     tagger = Tagger.from_checkpoint(ckpt, batch_size=5)
     paths = sorted(str(p) for p in root.glob("*.wav"))
     records = {Path(r.path).stem: r.record for r in tagger.tag_files(

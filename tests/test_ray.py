@@ -212,10 +212,10 @@ def test_cpu_actors_score_the_drivers_export_without_importing_torch(ckpt, catal
 import json, sys
 from pathlib import Path
 from samplecnn.paths import escape_path
+from samplecnn.options import ScoringOptions
 from samplecnn.tagging.ray_engine import _Scorer, _decode_row
-s = _Scorer("m.ckpt", "auto", "cpu", 1, 4, None, "mean", 3, "pad",
-            graph=Path(sys.argv[1]).read_bytes())
-rows = [_decode_row({"path": escape_path(p)}, sample_rate=s.tagger.sample_rate, grid=s.grid)
+s = _Scorer("m.ckpt", ScoringOptions(top_k=3), "cpu", 1, 4, graph=Path(sys.argv[1]).read_bytes())
+rows = [_decode_row({"path": escape_path(p)}, sample_rate=s.tagger.sample_rate, grid=s.tagger.grid(s.options))
         for p in sys.argv[2:]]
 out = s({k: [r[k] for r in rows] for k in rows[0]})
 print(json.dumps({"torch": "torch" in sys.modules,

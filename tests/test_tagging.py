@@ -221,9 +221,24 @@ def test_real_mtat_clip(shared_dir, tagger):
     assert all(0.0 <= v <= 1.0 for v in rec["tags"].values())
 
 
-def test_optimized_inference_path_gives_the_same_scores(model):
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_optimized_inference_path_gives_the_same_scores(backend):
+    # BN statistics away from (0, 1), so that a wrong fusion cannot pass by accident.
+    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0).eval()
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     x = _noise(int(2.5 * WIN), seed=6)
-    plain = Tagger.from_model(model).tag(x, sample_rate=SR)
-    fast = Tagger.from_model(create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0),
-                             optimize=True)
-    assert fast.tag(x, sample_rate=SR)["tags"] == pytest.approx(plain["tags"], abs=1e-5)
+    fast = Tagger.from_model(model, backend=backend)
+    assert type(fast.runner).__name__ == ("OrtRunner" if backend == "onnxruntime" else "TorchRunner")
+    # The reference: the plain model's forward pass on the three windows (the last one
+    # zero-padded), sigmoid, mean: no runner, no grid, no aggregation code involved.
+    padded = np.zeros(3 * WIN, np.float32)
+    padded[: len(x)] = x
+    with torch.no_grad():
+        ref = torch.sigmoid(model(torch.from_numpy(padded.reshape(3, 1, WIN)))).mean(0).numpy()
+    got = fast.tag(x, sample_rate=SR)
+    assert got["segments"] == 3
+    assert [got["tags"][t] for t in TAGS] == pytest.approx(ref.tolist(), abs=1e-5)

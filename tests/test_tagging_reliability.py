@@ -272,7 +272,7 @@ def test_bad_outputs_fail_before_any_file_is_read(ckpt, tmp_path, capsys, monkey
     def no_work(*a, **k):
         raise AssertionError("a file was read before the outputs were checked")
 
-    monkeypatch.setattr(sources, "_file_blocks", no_work)
+    monkeypatch.setattr(sources, "file_blocks", no_work)
     for why, bad in _bad_outputs(tmp_path).items():
         for args in (["tag", ckpt, song, "-o", bad], ["tag", ckpt, song, "--format", "csv", "-o", bad],
                      ["tag", ckpt, song, "--format", "jsonl", "-o", bad, "--resume"],

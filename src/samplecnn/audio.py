@@ -16,7 +16,7 @@ Files are opened by their bytes (`os.fsencode`), so every name a POSIX file syst
 opens, including names that are not valid UTF-8.
 
 A file that decodes but not cleanly is used, and says so in its warnings
-(`Audio.warnings`, or the `warnings=` list of `stream_blocks` / `stream_windows`), one
+(`Audio.warnings`, or the `warnings=` list of `stream_blocks`), one
 line each:
 
 - `truncated: ...`: the data is shorter than the header announces (WAV and AIFF: the
@@ -55,7 +55,6 @@ import soundfile as sf
 import soxr
 
 from .paths import escape_path
-from .windows import WindowGrid
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -67,9 +66,7 @@ __all__ = [
     "probe",
     "resample",
     "stream_blocks",
-    "stream_windows",
     "to_mono",
-    "windows_from_blocks",
 ]
 
 #: Extensions that folder scans pick up (lower case, with the dot).
@@ -545,8 +542,8 @@ def stream_blocks(path: PathLike, sample_rate: int,
     incrementally (memory: one 65,536-frame block, whatever the file length).
 
     The blocks concatenated are exactly the decoded audio, so their total length is the
-    true decoded length. This is what `stream_windows` runs on; callers that need the
-    length as well as windows (the tagger) use it directly. `warnings`, when given, is
+    true decoded length. The one feeder (`samplecnn.tagging.sources.iter_windows`) cuts
+    windows from them. `warnings`, when given, is
     appended the file's one-line warnings (`truncated: ...`, `decoder: ...`) when the
     stream ends.
     """
@@ -584,69 +581,3 @@ def stream_blocks(path: PathLike, sample_rate: int,
         if warnings is not None:
             warnings.extend(_truncation(announced, total, src_sr) + ([stop] if stop else [])
                             + _summarise(chatter))
-
-
-def windows_from_blocks(
-    blocks: Iterable[np.ndarray], window: int, hop: int, last: str = "pad"
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Cut a stream of float32 blocks `(k,)` into `(start_sample, samples (window,))` on
-    the one window grid (`samplecnn.windows.WindowGrid`, whose docstring gives the
-    last-window policies "pad" and "drop")."""
-    return WindowGrid(window, hop, last).stream(blocks)
-
-
-def stream_windows(
-    source: Union[PathLike, np.ndarray],
-    sample_rate: int,
-    window: int,
-    hop: int,
-    last: str = "pad",
-    *,
-    source_sample_rate: int | None = None,
-    warnings: list | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield `(start_sample, samples)` windows, `samples` float32 `(window,)`.
-
-    `source` is a path (decoded and resampled block by block, so memory stays around
-    `window + 65,536` samples whatever the file length) or a float32 array `(n,)` /
-    `(n, channels)` at `source_sample_rate` (default: `sample_rate`). `start_sample`
-    counts at `sample_rate`. Windows follow the one window grid
-    (`samplecnn.windows.WindowGrid`): they start at 0, hop, 2*hop, ...; `last="pad"`
-    adds a zero-padded window over the samples after the last full one, `last="drop"`
-    keeps full windows only; a source shorter than one window yields exactly one padded
-    window under both. Each yielded array is a fresh copy. Raises `AudioError` for unusable files
-    (possibly after some windows were yielded, for NaN samples midway; a decoder that
-    fails midway ends the stream with a warning instead). For a path, `warnings` (a
-    list) is appended the file's warnings (see `stream_blocks`).
-    """
-    window, hop = int(window), int(hop)
-    if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-
-    if isinstance(source, np.ndarray):
-        src_sr = sample_rate if source_sample_rate is None else int(source_sample_rate)
-        x = resample(to_mono(source), src_sr, sample_rate)
-        if not np.isfinite(x).all():
-            raise ValueError("audio array contains NaN or Inf samples")
-        blocks: Iterator[np.ndarray] = iter([x])
-        label = "audio array"
-    else:
-        path = _as_path(source)
-        blocks = stream_blocks(path, sample_rate, warnings)
-        label = escape_path(path)
-
-    seen = {"samples": 0, "sound": False}
-
-    def watched(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        for block in blocks:
-            seen["samples"] += len(block)
-            seen["sound"] = seen["sound"] or bool(np.any(block))
-            yield block
-
-    yield from windows_from_blocks(watched(blocks), window, hop, last)
-    end = seen["samples"]
-    any_sound = seen["sound"]
-    if end > 0 and not any_sound:
-        pywarnings.warn(f"{label}: digital silence", SilentAudioWarning, stacklevel=2)

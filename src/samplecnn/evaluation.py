@@ -27,23 +27,29 @@ import numpy as np
 from .atomic import save_figure, write_json, write_text
 from .data import SegmentStore
 from .inference.batching import score_messages
-from .metrics import TagMetrics, check_aggregation, format_table, tag_metrics
+from .options import ScoringOptions
+from .metrics import TagMetrics, format_table, tag_metrics
 from .metrics import aggregate as aggregate_windows
 from .thresholds import DecisionMetrics, Thresholds, decision_metrics, fit_thresholds
 from .windows import WindowGrid
 
 
+# `evaluate`'s defaults: full segments only (the paper's protocol), every segment of a
+# clip. `tag` pads the tail instead (`ScoringOptions()`); docs/tagging.md has both.
+EVALUATE_OPTIONS = ScoringOptions(last="drop")
+
+
 def store_messages(store: SegmentStore, clips: np.ndarray, grid: WindowGrid,
                    chunk: int = 16) -> Iterator[tuple]:
-    """The batching loop's messages for clips of a store, keyed by clip index: the clip's
-    windows on `grid` (zero-padded past its end), then "done"."""
+    """The batching loop's messages for clips of a store, keyed by clip index: each clip's
+    samples (float32, the store's int16 scale) through the one feeder
+    (`tagging.sources.window_messages`) on `grid`."""
+    from .tagging.sources import window_messages
+
     for c in clips:
         c = int(c)
-        starts = grid.starts(int(store.lengths[c]))
-        for i in range(0, len(starts), chunk):
-            part = starts[i:i + chunk]
-            yield ("windows", c, part, np.stack([store.segment(c, int(s), grid.window) for s in part]))
-        yield ("done", c, {"duration_s": float(store.lengths[c]) / store.sample_rate})
+        yield from window_messages(c, store.clip_float(c), store.sample_rate, grid,
+                                   source_sample_rate=store.sample_rate, chunk=chunk, errors="raise")
 
 
 @dataclass
@@ -153,20 +159,18 @@ class SplitScores:
     notes: list[str]
 
 
-def score_split(model, store: SegmentStore, split: str, aggregate: str = "mean",
-                batch_size: int = 64, device: str | None = None, progress: bool = False, *,
-                hop: int | None = None, last: str = "drop", backend: str = "auto",
+def score_split(model, store: SegmentStore, split: str, options: ScoringOptions = EVALUATE_OPTIONS,
+                batch_size: int = 64, device: str | None = None, progress: bool = False,
                 label: str = "model") -> SplitScores:
     """Score every clip of `split` with `model` (a `SampleCNN`) on the one scoring path:
-    windows of its segment length every `hop` samples (default: consecutive) under the
-    last-window policy `last`, run by `backend`, aggregated per clip by `aggregate`. The
-    model's tags are matched to the store's by name (tags the store lacks: a note); a
-    store at another sample rate is refused. `label` names the model in errors."""
+    `options`' window grid (`hop`, `last`, `max_windows`), runner (`backend`) and clip
+    aggregation (`aggregate`). The model's tags are matched to the store's by name (tags
+    the store lacks: a note); a store at another sample rate is refused. `label` names
+    the model in errors."""
     import torch
 
     from .inference.runners import optimize_for_inference
 
-    check_aggregation(aggregate)
     cfg = model.config
     if store.sample_rate != cfg.sample_rate:
         raise ValueError(f"{store.path}: store is at {store.sample_rate} Hz but {label} expects "
@@ -185,10 +189,10 @@ def score_split(model, store: SegmentStore, split: str, aggregate: str = "mean",
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = WindowGrid(cfg.input_samples, hop or cfg.input_samples, last)
+    grid = options.grid(cfg.input_samples, cfg.sample_rate)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    runner = optimize_for_inference(model, backend, device=device)
+    runner = optimize_for_inference(model, options.backend, device=device)
     scored = score_messages(store_messages(store, clips, grid), runner.logits, batch_size)
     if progress:
         from tqdm import tqdm
@@ -197,7 +201,7 @@ def score_split(model, store: SegmentStore, split: str, aggregate: str = "mean",
                       file=sys.stderr)
     by_clip, n_segments = {}, 0
     for res in scored:
-        by_clip[res.key] = aggregate_windows(res.outputs[:, keep], aggregate)
+        by_clip[res.key] = aggregate_windows(res.outputs[:, keep], options.aggregate)
         n_segments += len(res.outputs)
     tags = [model_tags[i] for i in keep]
     return SplitScores(tags, keep, np.asarray(store.clip_ids)[clips],
@@ -206,62 +210,60 @@ def score_split(model, store: SegmentStore, split: str, aggregate: str = "mean",
 
 
 def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentStore,
-             split: str = "test", aggregate: str = "mean", batch_size: int = 64,
-             device: str | None = None, progress: bool = False, *, hop: int | None = None,
-             last: str = "drop", backend: str = "auto", threshold: float | None = None) -> EvalResult:
+             split: str = "test", aggregate: str | None = None, batch_size: int = 64,
+             device: str | None = None, progress: bool = False, *,
+             options: ScoringOptions | None = None, **scoring) -> EvalResult:
     """Evaluate a checkpoint on one split of a store.
 
-    Windows of the model's segment length every `hop` samples (default: one segment,
+    `options` (a `ScoringOptions`, or its fields as keywords; default `EVALUATE_OPTIONS`):
+    windows of the model's segment length every `hop` seconds (default: one segment,
     consecutive) under the last-window policy `last` ("drop": full segments only, at
-    least one per clip; "pad": the tail too), run by `backend` (see
-    `samplecnn.inference.runners`), aggregated per clip by `aggregate` ("mean", "max",
-    "logit_mean"). The model's tags are matched to the store's by name; tags the store
-    lacks are left out with a note. A store at another sample rate is refused.
-    Decisions (precision, recall, F1) use `threshold` for every tag when given, else the
-    checkpoint's stored thresholds; without either they are None and `thresholds` says why.
+    least one per clip; "pad": the tail too), at most `max_windows` per clip (validation
+    uses 10), run by `backend` (see `samplecnn.inference.runners`), aggregated per clip by
+    `aggregate` ("mean", "max", "logit_mean"). The model's tags are matched to the
+    store's by name; tags the store lacks are left out with a note. A store at another
+    sample rate is refused. Decisions (precision, recall, F1) use `options.threshold`
+    for every tag when given, else the checkpoint's stored thresholds; without either
+    they are None and `EvalResult.thresholds` says why.
     """
     from .checkpoint import load_model
 
+    if aggregate is not None:
+        scoring["aggregate"] = aggregate
+    options = ScoringOptions.build(options if options is not None else EVALUATE_OPTIONS, **scoring)
     model = load_model(checkpoint)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
-    sc = score_split(model, store, split, aggregate, batch_size, device, progress, hop=hop,
-                     last=last, backend=backend, label=str(checkpoint))
+    sc = score_split(model, store, split, options, batch_size, device, progress, label=str(checkpoint))
     metrics = tag_metrics(sc.labels, sc.clip_scores, sc.tags)
-    decisions, source = None, None
-    if threshold is not None:
-        from .options import check_threshold
-
-        limits, source = check_threshold(threshold), f"threshold {threshold:g} for every tag"
+    if options.threshold is not None:
+        limits, source = options.threshold, f"threshold {options.threshold:g} for every tag"
     elif model.thresholds is not None:
         limits, source = model.thresholds.values[sc.keep], f"stored thresholds: {model.thresholds.describe()}"
     else:
-        limits = None
-        source = (f"{checkpoint} has none; fit them with `samplecnn thresholds` or pass --threshold")
-    if limits is not None:
-        decisions = decision_metrics(sc.clip_scores, sc.labels, limits, sc.tags)
-    return EvalResult(str(checkpoint), str(store.path), split, aggregate, sc.tags, sc.clip_ids,
+        limits, source = None, f"{checkpoint} has none; fit them with `samplecnn thresholds` or pass --threshold"
+    decisions = None if limits is None else decision_metrics(sc.clip_scores, sc.labels, limits, sc.tags)
+    return EvalResult(str(checkpoint), str(store.path), split, options.aggregate, sc.tags, sc.clip_ids,
                       sc.clip_scores, sc.labels, metrics, sc.n_segments, sc.notes, decisions, source)
 
 
 def fit_checkpoint_thresholds(checkpoint, store: str | os.PathLike | SegmentStore,
                               split: str = "valid", objective: str = "f1", *,
-                              aggregate: str = "mean", batch_size: int = 64,
-                              device: str | None = None, progress: bool = False,
-                              hop: int | None = None, last: str = "drop",
-                              backend: str = "auto") -> "ThresholdFit":
+                              options: ScoringOptions | None = None, batch_size: int = 64,
+                              device: str | None = None, progress: bool = False) -> "ThresholdFit":
     """Fit one threshold per tag of `checkpoint` (a path, or a loaded `SampleCNN`) on the
-    clip scores of `split` (`score_split`, the scores `evaluate` computes with the same
-    options) for `objective` (`samplecnn.thresholds.fit_thresholds`). Tags the store
-    lacks are unfitted ("not in the store"). The store's inputs fingerprint is recorded.
-    Returns the thresholds and their precision / recall / F1 on the fitting split."""
+    clip scores of `split` (`score_split` with `options`, default `EVALUATE_OPTIONS`: the
+    scores `evaluate` computes) for `objective` (`samplecnn.thresholds.fit_thresholds`).
+    Tags the store lacks are unfitted ("not in the store"). The store's inputs
+    fingerprint is recorded. Returns the thresholds and their precision / recall / F1 on
+    the fitting split."""
     from .checkpoint import load_model
     from .thresholds import FALLBACK_THRESHOLD, parse_objective
 
     parse_objective(objective)  # before the split is scored
+    options = options if options is not None else EVALUATE_OPTIONS
     model = checkpoint if not isinstance(checkpoint, (str, os.PathLike)) else load_model(checkpoint)
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
-    sc = score_split(model, store, split, aggregate, batch_size, device, progress, hop=hop,
-                     last=last, backend=backend, label=str(checkpoint))
+    sc = score_split(model, store, split, options, batch_size, device, progress, label=str(checkpoint))
     part = fit_thresholds(sc.clip_scores, sc.labels, sc.tags, objective)
     tags = list(model.config.tags)
     values = np.full(len(tags), FALLBACK_THRESHOLD, np.float32)
@@ -395,6 +397,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_text(path, buf.getvalue())
 
 
-__all__ = ["EvalResult", "SplitScores", "ThresholdFit", "epoch_curves", "evaluate", "fit_checkpoint_thresholds",
-           "score_split", "format_table", "plot_tag_auc",
-           "plot_training_curves", "read_metrics_csv", "store_messages"]
+__all__ = ["EVALUATE_OPTIONS", "EvalResult", "SplitScores", "ThresholdFit", "epoch_curves", "evaluate",
+           "fit_checkpoint_thresholds", "format_table", "plot_tag_auc", "plot_training_curves",
+           "read_metrics_csv", "score_split", "store_messages"]

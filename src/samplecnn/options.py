@@ -112,6 +112,16 @@ class ScoringOptions:
         if not isinstance(self.at_least_one, bool):
             raise ValueError(f"at-least-one must be true or false, got {self.at_least_one!r}")
 
+    @classmethod
+    def build(cls, options: "ScoringOptions | None" = None, **fields) -> "ScoringOptions":
+        """`options` (None: the defaults) with `fields` applied: how a call with loose
+        keywords (`Tagger.tag(x, hop=0.5)`, a CLI's flags, a query) becomes options."""
+        if options is None:
+            return cls(**fields)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a ScoringOptions, got {type(options).__name__}")
+        return options.replace(**fields) if fields else options
+
     def replace(self, **changes) -> "ScoringOptions":
         """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)

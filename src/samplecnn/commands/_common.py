@@ -11,7 +11,56 @@ import os
 
 from samplecnn.paths import escape_path
 
-__all__ = ["check_output_file", "check_output_dir", "check_device"]
+__all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options"]
+
+_SCORING_HELP = {
+    "hop": "hop between windows in seconds (default: one window, no overlap)",
+    "aggregate": "how window scores are combined per file (default {default}; mean: the mean of "
+                 "the windows' scores; max; logit_mean: sigmoid of the mean logit)",
+    "last": "the samples after the last full window: pad = score them in one zero-padded "
+            "window, drop = full windows only (default {default})",
+    "top_k": "tags listed in `top` (default {default})",
+    "max_windows": "score only each clip's first N windows (default: all; validation uses 10)",
+    "threshold": "decide every tag at score >= X (0..1) in `labels`, instead of the model's "
+                 "stored per-tag thresholds (`samplecnn thresholds`)",
+    "at_least_one": "`labels` holds at least the top tag when no tag reaches its threshold",
+    "backend": "what runs the model: auto (default: ONNX Runtime on the CPU, the fused PyTorch "
+               "twin on a GPU; exact fp32), onnxruntime (onnx), torch, plain (the PyTorch model "
+               "as trained); ONNX files run on onnxruntime",
+}
+
+
+def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "backend"), **defaults) -> None:
+    """The flags of `samplecnn.options.ScoringOptions` fields (`--hop`, `--aggregate`,
+    `--last`, `--top-k`, `--max-windows`, `--backend`, `--threshold`, `--at-least-one`), with choices read from where each
+    concept lives and `defaults` overriding the options' own (`last="drop"` for evaluate)."""
+    import dataclasses
+
+    from samplecnn.options import BACKEND_ALIASES, ScoringOptions
+    from samplecnn.inference.runners import BACKENDS
+    from samplecnn.metrics import AGGREGATIONS
+    from samplecnn.windows import LAST_WINDOW_POLICIES
+
+    base = {f.name: f.default for f in dataclasses.fields(ScoringOptions)} | defaults
+    kinds = {"hop": dict(type=float, metavar="SECONDS"), "aggregate": dict(choices=AGGREGATIONS),
+             "last": dict(choices=LAST_WINDOW_POLICIES), "top_k": dict(type=int, metavar="K"),
+             "max_windows": dict(type=int, metavar="N"),
+             "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES)),
+             "threshold": dict(type=float, metavar="X"), "at_least_one": dict(action="store_true")}
+    for name in fields:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=base[name],
+                            help=_SCORING_HELP[name].format(default=base[name]), **kinds[name])
+
+
+def scoring_options(args, **fixed):
+    """The `ScoringOptions` of a command's parsed flags (ValueError naming the bad one,
+    before any work)."""
+    import dataclasses
+
+    from samplecnn.options import ScoringOptions
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ScoringOptions) if hasattr(args, f.name)}
+    return ScoringOptions(**(given | fixed))
 
 
 def _nearest_existing(path: str) -> str:

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("infer", help="inference (tagging path)")
     common(q)
     q.add_argument("--backend", choices=INFER_BACKENDS, default="auto",
-                   help="plain = eager model; auto (default) = Tagger(optimize=True)")
+                   help="plain = eager model; auto (default) = what Tagger runs by default")
     q.set_defaults(func=run)
     q = sub.add_parser("train", help="training step (forward, backward, SGD update)")
     common(q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import add_scoring_options, scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -22,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pooling over the layer's time axis within a window (default mean)")
     p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="FILE",
                    help="output .npz file")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
-                   help="hop between windows in seconds (default: one window)")
+    add_scoring_options(p, ("hop", "last"))
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (0: in this process)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -67,7 +67,7 @@ def _embed(args: argparse.Namespace) -> int:
                     warn(f"{escape_path(res.path)}: {w}")
             yield res
 
-    results = tagger.embed_files(paths, layer=args.layer, pool=args.pool, hop=args.hop,
+    results = tagger.embed_files(paths, scoring_options(args), layer=args.layer, pool=args.pool,
                                  workers=args.workers, batch_size=args.batch_size)
     summary = write_embeddings(args.out, tagger, paths, reported(results), layer=args.layer,
                                pool=args.pool, hop=args.hop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -12,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="macro and per-tag ROC-AUC / PR-AUC of a checkpoint",
         description="Score every full segment of every clip of a split (the same scoring "
-                    "path as `samplecnn tag`), aggregate per clip (mean of segment scores by "
+                    "path as `samplecnn tag`, but --last drop by default where tag pads), aggregate per clip (mean of segment scores by "
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
                     "positive clip in the split are reported and excluded from the averages. "
                     "At the checkpoint's stored thresholds (or --threshold), per-tag "
@@ -22,17 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), or --pretrained")
     p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
-                   help="segment -> clip aggregation (default mean, as in the paper)")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
-                   help="hop between segments in seconds (default: one segment, consecutive)")
-    p.add_argument("--last", choices=["drop", "pad"], default="drop",
-                   help="the samples after the last full segment: drop (default, the paper's "
-                        "protocol) or pad = score them in one zero-padded segment")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain"], default="auto",
-                   help="what runs the model (default auto: ONNX Runtime on the CPU, exact fp32)")
-    p.add_argument("--threshold", type=float, default=None, metavar="X",
-                   help="decide every tag at score >= X (0..1) instead of the stored thresholds")
+    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend", "threshold"), last="drop")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
@@ -46,30 +37,19 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from samplecnn.evaluation import evaluate
-    from ._common import check_device, check_output_dir
+    from ._common import check_device, check_output_dir, scoring_options
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    options = scoring_options(args)
     # Before weights are downloaded and the split is scored: a bad --out must not cost
     # the evaluation.
     check_output_dir(args.out, "--out")
-    if args.threshold is not None:
-        from samplecnn.options import check_threshold
-
-        check_threshold(args.threshold, "--threshold")
     check_device(args.device)
     take_pretrained(args, "checkpoint")
-    from samplecnn.checkpoint import read_checkpoint_info
-    from samplecnn.windows import WindowGrid
-
-    hop = None
-    if args.hop is not None:
-        cfg = read_checkpoint_info(args.checkpoint)["model_config"]
-        hop = WindowGrid.of_seconds(cfg["input_samples"], cfg["sample_rate"], args.hop).hop
-    result = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
+    result = evaluate(args.checkpoint, args.data, split=args.split, options=options,
                       batch_size=args.batch_size, device=args.device,
-                      progress=not args.no_progress and sys.stderr.isatty(), hop=hop,
-                      last=args.last, backend=args.backend, threshold=args.threshold)
+                      progress=not args.no_progress and sys.stderr.isatty())
     if args.out:
         result.write(args.out)
     if args.json:

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from ._common import check_device
+from ._common import add_scoring_options, check_device
 from .pretrained import add_pretrained_option, take_pretrained
 
 KEY_ENV = "SAMPLECNN_API_KEY"
@@ -45,9 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="decoding + scoring time per request; past it 504 (default 60)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from ORIGIN (repeatable; default none)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain", "onnx"], default="auto",
-                   help="what runs the model (default auto: ONNX Runtime on the CPU, the fused "
-                        "PyTorch twin on a GPU)")
+    add_scoring_options(p, ("backend",))
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     p.set_defaults(func=run)

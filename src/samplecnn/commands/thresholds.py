@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -28,13 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(the lowest threshold reaching precision P, e.g. precision:0.8)")
     p.add_argument("--out", required=True, metavar="OUT",
                    help="the checkpoint to write (the model with its thresholds; may be MODEL itself)")
-    p.add_argument("--aggregate", default="mean", choices=["mean", "max", "logit_mean"],
-                   help="segment -> clip aggregation (default mean; tag with the same one)")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
-                   help="hop between segments in seconds (default: one segment, consecutive)")
-    p.add_argument("--last", choices=["drop", "pad"], default="drop",
-                   help="the samples after the last full segment: drop (default, as evaluate) or pad")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "plain"], default="auto")
+    # evaluate's scoring options and defaults: the thresholds are fitted on its clip scores
+    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend"), last="drop")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the thresholds as JSON")
@@ -48,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     from samplecnn.thresholds import parse_objective
 
-    from ._common import check_device, check_output_file
+    from ._common import check_device, check_output_file, scoring_options
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    options = scoring_options(args)
     parse_objective(args.objective)
     check_output_file(args.out, "--out")
     if str(args.out).lower().endswith(".onnx"):
@@ -64,17 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if args.split == "test":
         print("samplecnn thresholds: warning: fitting on the test split makes the test "
               "figures optimistic (fit on valid, evaluate on test)", file=sys.stderr)
-    from samplecnn.checkpoint import read_checkpoint_info, set_thresholds
+    from samplecnn.checkpoint import set_thresholds
     from samplecnn.evaluation import fit_checkpoint_thresholds
-    from samplecnn.windows import WindowGrid
 
-    hop = None
-    if args.hop is not None:
-        cfg = read_checkpoint_info(args.model)["model_config"]
-        hop = WindowGrid.of_seconds(cfg["input_samples"], cfg["sample_rate"], args.hop).hop
-    fit = fit_checkpoint_thresholds(args.model, args.data, args.split, args.objective,
-                                    aggregate=args.aggregate, batch_size=args.batch_size,
-                                    device=args.device, hop=hop, last=args.last, backend=args.backend,
+    fit = fit_checkpoint_thresholds(args.model, args.data, args.split, args.objective, options=options,
+                                    batch_size=args.batch_size, device=args.device,
                                     progress=not args.no_progress and sys.stderr.isatty())
     set_thresholds(args.model, fit.thresholds, args.out)
     th = fit.thresholds

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from samplecnn.audio import AudioError
-from samplecnn.tagging.sources import StreamInfo, _file_blocks, error_reason
+from samplecnn.tagging.sources import StreamInfo, error_reason, file_blocks
 
-__all__ = ["decode_to_file", "open_decoded", "blocks_of", "warm_up", "NOT_AUDIO_REASONS"]
+__all__ = ["decode_to_file", "open_decoded", "warm_up", "NOT_AUDIO_REASONS"]
 
 # Reasons (from `samplecnn.audio`) that mean "this is not audio we can open" (HTTP 415)
 # rather than "audio that is broken" (HTTP 422).
@@ -48,7 +48,7 @@ def decode_to_file(src: str, dst: str, sample_rate: int) -> dict:
     info = StreamInfo()
     try:
         with open(dst, "wb") as out:
-            for block in _file_blocks(Path(src), sample_rate, info):
+            for block in file_blocks(Path(src), sample_rate, info):
                 out.write(np.asarray(block, dtype="<f4").tobytes())
                 info.samples += len(block)
         if info.samples == 0:
@@ -72,9 +72,3 @@ def open_decoded(path: str) -> np.ndarray:
     if os.path.getsize(path) == 0:
         return np.zeros(0, np.float32)
     return np.memmap(path, dtype="<f4", mode="r")
-
-
-def blocks_of(x: np.ndarray, block: int = 1 << 16):
-    """`x` as a stream of float32 blocks `(k,)` (what `WindowGrid.stream` consumes)."""
-    for i in range(0, len(x), block):
-        yield np.asarray(x[i: i + block], dtype=np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 
 from samplecnn.atomic import atomic_path
 
-from .tagger import FileResult, _times
+from .tagger import FileResult, window_times
 from .writers import record_path, record_text
 
 
@@ -54,7 +54,7 @@ def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], resul
             errors[i] = record_text(res.error)
             continue
         file_emb[i] = res.outputs.mean(axis=0)
-        s, e = _times(res.starts, tagger.input_samples, tagger.sample_rate, res.info.get("duration_s"))
+        s, e = window_times(res.starts, tagger.input_samples, tagger.sample_rate, res.info.get("duration_s"))
         win_parts.append(res.outputs)
         owner_parts.append(np.full(len(res.outputs), i, np.int64))
         start_parts.append(s)
@@ -74,7 +74,7 @@ def write_embeddings(out: str | os.PathLike, tagger, paths: Sequence[str], resul
         "pool": np.array(pool),
         "sample_rate": np.array(tagger.sample_rate),
         "window_s": np.array(tagger.window_s),
-        "hop_s": np.array(tagger.hop_samples(hop) / tagger.sample_rate),
+        "hop_s": np.array(tagger.grid(hop).hop / tagger.sample_rate),
     }
     out = Path(out)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from samplecnn.options import ScoringOptions
 from samplecnn.paths import escape_path, path_key, unescape_path
 
 __all__ = ["run_ray", "require_ray", "RAY_INSTALL_HINT"]
@@ -65,7 +66,7 @@ def require_ray():
 
 def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
     """One file (`path`: escaped name) -> its windows as bytes, or its error."""
-    from .sources import _file_messages
+    from .sources import window_messages
 
     out = {"path": row["path"], "starts": b"", "windows": b"", "info": "{}", "error": ""}
     name = unescape_path(row["path"])
@@ -73,7 +74,7 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
         out["error"] = "empty path"
         return out
     starts, wins = [], []
-    for msg in _file_messages(0, name, sample_rate, grid, chunk=64):
+    for msg in window_messages(0, name, sample_rate, grid, chunk=64):
         if msg[0] == "windows":
             starts.append(msg[2])
             wins.append(msg[3])
@@ -107,8 +108,7 @@ def _maybe_fault(calls: int) -> None:
 class _Scorer:
     """The scoring actor: a `Tagger` loaded once; a batch of decoded files -> records."""
 
-    def __init__(self, model: str, backend: str, device: str, threads: int, batch_size: int,
-                 hop_s: float | None, aggregate: str, top_k: int, last: str,
+    def __init__(self, model: str, options, device: str, threads: int, batch_size: int,
                  graph: bytes | None = None):
         from samplecnn.inference.runners import OrtRunner, load_runner
         from samplecnn.runtime import Runtime
@@ -123,11 +123,9 @@ class _Scorer:
         else:
             # The actor's process is an entry point of its own: torch's settings go here.
             Runtime(num_threads=threads).apply()
-            runner = load_runner(model, backend, device, threads=threads)
+            runner = load_runner(model, options.backend, device, threads=threads)
         self.tagger = Tagger(runner, batch_size)
-        self.grid = self.tagger.grid(hop_s, last)
-        self.options = dict(aggregate=aggregate, top_k=top_k, last=last,
-                            hop_s=self.grid.hop / self.tagger.sample_rate)
+        self.options = options
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
@@ -150,7 +148,7 @@ class _Scorer:
         for scored in score_messages(messages, self.tagger.logits, self.tagger.batch_size):
             records[scored.key] = self.tagger.make_record(
                 unescape_path(str(paths[scored.key])), scored.outputs, scored.info,
-                error=scored.error, **self.options)
+                self.options, error=scored.error)
         return {"record": np.array([json.dumps(r, ensure_ascii=False, allow_nan=False)
                                     for r in records], dtype=object)}
 
@@ -234,7 +232,7 @@ def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256
     out. Yields (table, skipped)."""
     import pyarrow as pa
 
-    from .catalog import iter_manifest
+    from .manifest import iter_manifest
 
     def chunks():
         for i in range(0, len(paths), rows):
@@ -249,16 +247,18 @@ def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256
 
 
 def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "parquet",
-            resume: bool = False, hop: float | None = None, aggregate: str = "mean",
-            top_k: int = 5, last: str = "pad", batch_size: int = 16, backend: str = "auto",
+            resume: bool = False, options: ScoringOptions | None = None, batch_size: int = 16,
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
-            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None):
+            rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
+            note: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
-    from samplecnn.metrics import check_aggregation
-
-    from .catalog import CatalogRun, check_manifest, done_keys, model_name, open_output, write_records
+    from .manifest import check_manifest
+    from .outputs import CatalogRun, done_keys, model_name, open_output, write_records
     from .tagger import Tagger
+
+    options = options if options is not None else ScoringOptions()
+    backend = options.backend
 
     ray = require_ray()
     if int(num_workers) < 1:
@@ -270,7 +270,6 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     if int(batch_size) < 1 or int(files_per_batch) < 1:
         raise ValueError(f"batch sizes must be at least 1, got {batch_size} windows, "
                          f"{files_per_batch} files")
-    check_aggregation(aggregate)
     model = os.fspath(model)
     if os.path.exists(model):
         model = os.path.abspath(model)  # actors run elsewhere: same file, any working directory
@@ -278,7 +277,11 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     # The driver only needs the metadata (tags, rate, window): the plain model is the
     # cheapest to load; the actors build the runner asked for.
     meta = Tagger.load(model, backend="auto" if is_onnx else "plain", device="cpu")
-    grid = meta.grid(hop, last)  # validates the hop
+    grid = options.grid(meta.input_samples, meta.sample_rate)
+    from samplecnn.thresholds import missing_note
+
+    if note is not None and (line := missing_note(meta.threshold_info, options.threshold)):
+        note(line)
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
@@ -325,9 +328,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
                     num_cpus=DECODE_CPUS)
         ds = ds.map_batches(
             _Scorer,
-            fn_constructor_kwargs=dict(model=model, backend=backend, device=device, threads=threads,
-                                       batch_size=int(batch_size), hop_s=hop, aggregate=aggregate,
-                                       top_k=int(top_k), last=last, graph=graph),
+            fn_constructor_kwargs=dict(model=model, options=options, device=device, threads=threads,
+                                       batch_size=int(batch_size), graph=graph),
             batch_size=int(files_per_batch), batch_format="numpy", concurrency=int(num_workers),
             num_cpus=actor_cpus, **({"num_gpus": gpus_per_worker} if gpus_per_worker > 0 else {}))
         with warnings.catch_warnings():

@@ -14,7 +14,6 @@ import queue as queue_mod
 import signal
 import stat
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
@@ -31,13 +30,19 @@ __all__ = [
     "StreamInfo",
     "expand_paths",
     "iter_windows",
+    "window_messages",
+    "file_blocks",
+    "error_reason",
     "iter_file_messages",
     "worker_messages",
     "as_float_audio",
     "IDLE",
 ]
 
+# What a source that is a file name can be; anything else is an array of samples.
+_PATH_TYPES = (str, bytes, os.PathLike)
 _GLOB_CHARS = "*?["
+_BLOCK = 1 << 16  # samples per block of an array source
 
 
 @dataclass
@@ -170,14 +175,14 @@ def _check_entry(path: Path) -> None:
         raise AudioError(path, "cannot be read (permission denied)")
 
 
-def _file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.ndarray]:
-    """Mono float32 blocks at `sample_rate`, decoded incrementally by `samplecnn.audio`."""
+def file_blocks(path: Path, sample_rate: int, info: StreamInfo) -> Iterator[np.ndarray]:
+    """Mono float32 blocks `(k,)` at `sample_rate`, decoded incrementally by
+    `samplecnn.audio`; `info` gets the file's facts (and its warnings when the stream
+    ends). The service's decoding workers write these blocks to a file."""
     _check_entry(path)
     header = probe(path)  # AudioError for missing / unreadable files, before any work
     info.source_sample_rate = header.sample_rate
     info.source_channels = header.channels
-    # Blocks rather than stream_windows: tagging also needs the exact decoded length
-    # (duration_s), which only the blocks tell.
     # The file's warnings (truncated, damaged frames) land in info.warnings, hence in
     # its record, when the stream ends.
     yield from audio_mod.stream_blocks(path, sample_rate, info.warnings)
@@ -231,11 +236,17 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
         )
     if x.ndim not in (1, 2):
         raise ValueError(f"audio array must be (samples,) or (samples, channels), got {x.shape}")
-    if not np.isfinite(x).all():
+    # Checked in blocks: a long memory-mapped array (the service's decoded uploads) is
+    # never copied whole.
+    if not all(np.isfinite(x[i:i + _BLOCK]).all() for i in range(0, len(x), _BLOCK)):
         raise ValueError("audio array contains NaN or Inf samples")
     info.source_sample_rate = sr
     info.source_channels = 1 if x.ndim == 1 else int(x.shape[1])
-    yield resample(to_mono(x), sr, sample_rate)
+    if x.ndim == 1 and sr == sample_rate:
+        for i in range(0, len(x), _BLOCK):
+            yield np.asarray(x[i:i + _BLOCK], np.float32)
+    else:
+        yield resample(to_mono(x), sr, sample_rate)
 
 
 def iter_windows(
@@ -250,14 +261,18 @@ def iter_windows(
 
     `source` is a path, `str` or `bytes` (decoded block by block: memory stays near `window + 65,536`
     samples whatever the length) or an array `(samples,)` / `(samples, channels)` whose
-    rate `source_sample_rate` is required. Windows are `grid`'s. `info` is filled in as the stream is read; `info.duration_s`
-    is set when it ends. Raises `AudioError` / ValueError for unusable sources, possibly
-    after some windows were yielded.
+    rate `source_sample_rate` is required (`as_float_audio` is its dtype policy; a
+    memory-mapped array at `sample_rate` is read block by block). Windows are `grid`'s.
+    `info` is filled in as the stream is read; `info.duration_s` is set when it ends.
+    Raises `AudioError` / ValueError for unusable sources, possibly after some windows
+    were yielded.
     """
     info = info if info is not None else StreamInfo()
-    if isinstance(source, (str, bytes, os.PathLike)):
+    if isinstance(source, _PATH_TYPES):
+        if source_sample_rate is not None:
+            raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
         # A bytes name is a file name as the OS spells it (any POSIX name).
-        blocks = _file_blocks(Path(os.fsdecode(source)), sample_rate, info)
+        blocks = file_blocks(Path(os.fsdecode(source)), sample_rate, info)
     else:
         blocks = _array_blocks(source, source_sample_rate, sample_rate, info)
 
@@ -269,12 +284,43 @@ def iter_windows(
         info.duration_s = info.samples / sample_rate
 
     info.samples = 0
-    with warnings.catch_warnings():
-        # Digital silence is valid input for a tagger; it is scored like anything else.
-        warnings.simplefilter("ignore", audio_mod.SilentAudioWarning)
-        yield from grid.stream(counted(blocks))
+    yield from grid.stream(counted(blocks))
     if info.samples == 0:
         raise ValueError("no audio samples")
+
+
+def window_messages(key, source, sample_rate: int, grid: WindowGrid, *,
+                    source_sample_rate: int | None = None, chunk: int = 8,
+                    errors: str = "report") -> Iterator[tuple]:
+    """THE feeder: one source (a file, an array; a store clip is its array) -> the batching
+    loop's messages (`samplecnn.inference.batching`), keyed by `key`.
+
+    Yields `("windows", key, starts (k,) int64, windows (k, window) float32)` with `k <=
+    chunk`, then `("done", key, StreamInfo.as_dict())`. A source that cannot be read
+    becomes `("error", key, one line)` (`errors="report"`: one bad file never takes a
+    run down) or raises (`errors="raise"`: a single input given by a caller).
+    """
+    if errors not in ("report", "raise"):
+        raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
+    info = StreamInfo()
+    starts: list[int] = []
+    wins: list[np.ndarray] = []
+    try:
+        for start, w in iter_windows(source, sample_rate, grid, source_sample_rate=source_sample_rate,
+                                     info=info):
+            starts.append(start)
+            wins.append(w)
+            if len(wins) == chunk:
+                yield ("windows", key, np.asarray(starts, np.int64), np.stack(wins))
+                starts, wins = [], []
+        if wins:
+            yield ("windows", key, np.asarray(starts, np.int64), np.stack(wins))
+    except Exception as err:
+        if errors == "raise":
+            raise
+        yield ("error", key, error_reason(err))
+        return
+    yield ("done", key, info.as_dict())
 
 
 def error_reason(err: BaseException) -> str:
@@ -291,30 +337,12 @@ def error_reason(err: BaseException) -> str:
 # the file's index: in this process or in worker processes.
 
 
-def _file_messages(index: int, path: str, sample_rate: int, grid: WindowGrid,
-                   chunk: int) -> Iterator[tuple]:
-    info = StreamInfo()
-    starts: list[int] = []
-    wins: list[np.ndarray] = []
-    try:
-        for start, w in iter_windows(path, sample_rate, grid, info=info):
-            starts.append(start)
-            wins.append(w)
-            if len(wins) == chunk:
-                yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
-                starts, wins = [], []
-        if wins:
-            yield ("windows", index, np.asarray(starts, np.int64), np.stack(wins))
-        yield ("done", index, info.as_dict())
-    except Exception as err:  # one bad file never takes the run down
-        yield ("error", index, error_reason(err))
-
-
 def iter_file_messages(paths: Iterable[str], sample_rate: int, grid: WindowGrid,
                        chunk: int = 8) -> Iterator[tuple]:
-    """Decode in this process, file after file (what `--workers 0` runs)."""
+    """Decode in this process, file after file (what `--workers 0` runs); keys are the
+    files' indices."""
     for i, p in enumerate(paths):
-        yield from _file_messages(i, p, sample_rate, grid, chunk)
+        yield from window_messages(i, p, sample_rate, grid, chunk=chunk)
 
 
 def _decode_worker(tasks, results, sample_rate: int, grid: WindowGrid, chunk: int) -> None:
@@ -325,7 +353,7 @@ def _decode_worker(tasks, results, sample_rate: int, grid: WindowGrid, chunk: in
         if task is None:
             break
         index, path = task
-        for msg in _file_messages(index, path, sample_rate, grid, chunk):
+        for msg in window_messages(index, path, sample_rate, grid, chunk=chunk):
             results.put(msg)  # blocks when the parent is behind: bounded memory
 
 

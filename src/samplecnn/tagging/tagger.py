@@ -19,15 +19,13 @@ import numpy as np
 
 from samplecnn.inference.batching import score_messages
 from samplecnn.metrics import aggregate as aggregate_windows
-from samplecnn.metrics import check_aggregation, sigmoid
-from samplecnn.thresholds import check_threshold, decide
+from samplecnn.metrics import sigmoid
+from samplecnn.options import ScoringOptions, check_threshold
+from samplecnn.thresholds import decide
 from samplecnn.windows import WindowGrid
 
-from .sources import StreamInfo, iter_file_messages, iter_windows, worker_messages
+from .sources import _PATH_TYPES, window_messages, worker_messages
 from .writers import record_path, record_text
-
-# What a source that is a file name can be; anything else is an array of samples.
-_PATH_TYPES = (str, bytes, os.PathLike)
 
 
 @dataclass
@@ -80,7 +78,7 @@ class FileResult:
 
 
 def run_batched(
-    paths: Sequence[str],
+    sources: Sequence,
     compute: Callable[[np.ndarray], np.ndarray],
     *,
     sample_rate: int,
@@ -88,26 +86,41 @@ def run_batched(
     batch_size: int,
     workers: int = 0,
     chunk: int = 8,
+    source_sample_rate: int | None = None,
+    errors: str = "report",
 ) -> Iterator[FileResult]:
-    """Files -> `FileResult`s through the one batching loop
-    (`samplecnn.inference.batching.score_messages`).
+    """Sources -> `FileResult`s through the one feeder (`sources.window_messages`) and
+    the one batching loop (`samplecnn.inference.batching.score_messages`).
 
-    `compute`: `(B, window)` float32 -> `(B, D)`. Yields one `FileResult` per path as
-    files finish (input order with `workers=0`, completion order otherwise). Decoding
-    runs in `workers` processes (0: in this process) while this process computes.
+    `sources`: file names, or arrays at `source_sample_rate` (in this process only).
+    `compute`: `(B, window)` float32 -> `(B, D)`. Yields one `FileResult` per source as
+    it finishes (input order with `workers=0`, completion order otherwise). Decoding runs
+    in `workers` processes (0: in this process) while this process computes. A source
+    that cannot be read is a `FileResult` with `error` (`errors="report"`) or raises
+    (`errors="raise"`, in this process).
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
+    sources = list(sources)
     if workers > 0:
-        messages = worker_messages(paths, sample_rate, grid, workers, chunk)
+        if source_sample_rate is not None or errors != "report":
+            raise ValueError("decoding workers take file names and report errors")
+        messages = worker_messages(sources, sample_rate, grid, workers, chunk)
     else:
-        messages = iter_file_messages(paths, sample_rate, grid, chunk)
+        messages = (msg for i, src in enumerate(sources)
+                    for msg in window_messages(i, src, sample_rate, grid, chunk=chunk,
+                                               source_sample_rate=source_sample_rate, errors=errors))
     for res in score_messages(messages, compute, batch_size):
-        yield FileResult(res.key, str(paths[res.key]), res.info, res.starts, res.outputs, res.error)
+        src = sources[res.key]
+        path = os.fsdecode(src) if isinstance(src, _PATH_TYPES) else None
+        yield FileResult(res.key, path, res.info, res.starts, res.outputs, res.error)
 
 
-def _times(starts: np.ndarray, window: int, sample_rate: int, duration_s: float | None):
-    start_s = starts.astype(np.float64) / sample_rate
+def window_times(starts: np.ndarray, window: int, sample_rate: int,
+                 duration_s: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts `(n,)` in samples -> `(start_s, end_s)` seconds `(n,)`, each end capped
+    at the audio's end (the padded last window)."""
+    start_s = np.asarray(starts).astype(np.float64) / sample_rate
     end_s = start_s + window / sample_rate
     if duration_s is not None:
         end_s = np.minimum(end_s, max(duration_s, 0.0))
@@ -118,14 +131,15 @@ class Tagger:
     """Scores, taggrams and embeddings from a model loaded once.
 
     Every method accepts a path (`str`, `bytes` or path-like) or an array; an array
-    needs its `sample_rate` (it is
-    resampled to the model's rate, never assumed to be at it). Windows follow the one
-    window grid (`samplecnn.windows`, `last` = "pad" or "drop") and clip scores the one
-    clip aggregation (`samplecnn.metrics.aggregate`: "mean", "max" or "logit_mean").
+    needs its `sample_rate` (it is resampled to the model's rate, never assumed to be at
+    it). How a clip is scored is a `samplecnn.options.ScoringOptions` (the one window
+    grid's hop and last-window policy, the one clip aggregation, top-k, max windows),
+    given as `options=` or as its fields (`tag(x, hop=0.5)`). Single inputs and many
+    files go through the same feeder and batching loop (`run_batched`).
 
-    The low-level pair that every engine (CLI, service, cluster) builds on:
-    `logits(windows)` runs the model, `make_record(...)` turns a file's window logits
-    into its output record.
+    The low-level pieces that every engine (CLI, service, cluster) builds on:
+    `logits(windows)` runs the model; `make_record`, `taggram_from` and `embedding_from`
+    turn a source's window outputs into its record, taggram and embedding.
     """
 
     def __init__(self, runner, batch_size: int = 16):
@@ -137,34 +151,29 @@ class Tagger:
     # -- construction ----------------------------------------------------------------
     @classmethod
     def from_model(cls, model, device: str = "cpu", backend: str = "auto", precision: str = "fp32",
-                   batch_size: int = 16, optimize: bool | None = None) -> "Tagger":
+                   batch_size: int = 16) -> "Tagger":
         """A `SampleCNN` run by `backend` ("auto": ONNX Runtime on the CPU, the fused twin
-        on a GPU; "onnxruntime", "torch", "plain"); `optimize=False` means "plain"."""
+        on a GPU; "onnxruntime" ("onnx"), "torch", "plain")."""
         from samplecnn.inference.runners import optimize_for_inference
 
-        if optimize is False:
-            backend = "plain"
         return cls(optimize_for_inference(model, backend, precision, device=device), batch_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", backend: str = "auto",
-                        precision: str = "fp32", batch_size: int = 16,
-                        optimize: bool | None = None) -> "Tagger":
+                        precision: str = "fp32", batch_size: int = 16) -> "Tagger":
         """Load a samplecnn (or Lightning training) checkpoint."""
         from samplecnn.checkpoint import load_model
 
-        return cls.from_model(load_model(path, map_location="cpu"), device, backend, precision,
-                              batch_size, optimize)
+        return cls.from_model(load_model(path, map_location="cpu"), device, backend, precision, batch_size)
 
     @classmethod
     def from_pretrained(cls, name: str, device: str = "cpu", backend: str = "auto",
-                        precision: str = "fp32", batch_size: int = 16,
-                        optimize: bool | None = None) -> "Tagger":
+                        precision: str = "fp32", batch_size: int = 16) -> "Tagger":
         """Public weights by name (`samplecnn.pretrained`, e.g. "sota-mtat-sample"):
         downloaded, verified, converted and cached on first use, then loaded."""
         from samplecnn.pretrained import resolve
 
-        return cls.from_checkpoint(resolve(name), device, backend, precision, batch_size, optimize)
+        return cls.from_checkpoint(resolve(name), device, backend, precision, batch_size)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, providers: Sequence[str] | None = None,
@@ -176,23 +185,13 @@ class Tagger:
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None, device: str = "cpu",
-             optimize: bool | None = None, batch_size: int = 16, precision: str = "fp32") -> "Tagger":
+             batch_size: int = 16, precision: str = "fp32") -> "Tagger":
         """A checkpoint or an ONNX file (by its `.onnx` extension). `backend`: "auto"
         (default), "onnxruntime" ("onnx"), "torch" or "plain"; ONNX files run on ONNX
         Runtime only."""
         from samplecnn.inference.runners import load_runner
 
-        backend = backend or "auto"
-        if optimize is False:
-            if str(path).lower().endswith(".onnx"):
-                raise ValueError("--no-optimize (the plain PyTorch model) needs a checkpoint, not an ONNX file")
-            backend = "plain"
-        return cls(load_runner(path, backend, device, precision), batch_size)
-
-    @property
-    def backend(self):
-        """The runner (kept under its older name)."""
-        return self.runner
+        return cls(load_runner(path, backend or "auto", device, precision), batch_size)
 
     @property
     def layer_names(self) -> list[str]:
@@ -240,12 +239,11 @@ class Tagger:
     def window_s(self) -> float:
         return self.input_samples / self.sample_rate
 
-    def grid(self, hop: float | None = None, last: str = "pad") -> WindowGrid:
-        """The window grid for a hop in seconds (None: one window) and a last-window policy."""
-        return WindowGrid.of_seconds(self.input_samples, self.sample_rate, hop, last)
-
-    def hop_samples(self, hop_s: float | None) -> int:
-        return self.grid(hop_s).hop
+    def grid(self, hop: float | ScoringOptions | None = None, last: str = "pad") -> WindowGrid:
+        """The window grid of `options` (a `ScoringOptions`), or of a hop in seconds (None:
+        one window) and a last-window policy."""
+        options = hop if isinstance(hop, ScoringOptions) else ScoringOptions(hop=hop, last=last)
+        return options.grid(self.input_samples, self.sample_rate)
 
     # -- the model call ----------------------------------------------------------------
     def logits(self, windows: np.ndarray) -> np.ndarray:
@@ -256,91 +254,79 @@ class Tagger:
         """float32 windows `(B, input_samples)` -> `(B, C)`: `layer` pooled over time."""
         return np.asarray(self.runner.embed(windows, layer, pool), dtype=np.float32)
 
-    # -- single sources --------------------------------------------------------------
-    def _windows_apply(self, source, sample_rate, grid: WindowGrid, fn) -> tuple[np.ndarray, np.ndarray, StreamInfo]:
-        if not isinstance(source, _PATH_TYPES) and sample_rate is None:
-            raise ValueError(
-                "an audio array needs its sample rate: pass sample_rate=<Hz> "
-                f"(the model expects {self.sample_rate} Hz; the rate is never assumed)"
-            )
-        if isinstance(source, _PATH_TYPES) and sample_rate is not None:
-            raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
-        info = StreamInfo()
-        starts, outs, batch_s, batch_x = [], [], [], []
-        for start, w in iter_windows(source, self.sample_rate, grid,
-                                     source_sample_rate=sample_rate, info=info):
-            batch_s.append(start)
-            batch_x.append(w)
-            if len(batch_x) == self.batch_size:
-                outs.append(fn(np.stack(batch_x)))
-                starts.extend(batch_s)
-                batch_s, batch_x = [], []
-        if batch_x:
-            outs.append(fn(np.stack(batch_x)))
-            starts.extend(batch_s)
-        return np.asarray(starts, np.int64), np.concatenate(outs).astype(np.float32), info
-
-    def taggram(self, source, sample_rate: int | None = None, *, hop: float | None = None,
-                last: str = "pad") -> Taggram:
-        """Per-window scores `(windows, n_tags)` with start/end times in seconds.
-
-        `hop` in seconds (default: one window, no overlap).
-        """
-        starts, logits, info = self._windows_apply(source, sample_rate, self.grid(hop, last), self.logits)
-        start_s, end_s = _times(starts, self.input_samples, self.sample_rate, info.duration_s)
-        return Taggram(self.tags, start_s, end_s, sigmoid(logits).astype(np.float32),
-                       float(info.duration_s), self.sample_rate)
-
-    def tag(self, source, sample_rate: int | None = None, *, hop: float | None = None,
-            aggregate: str = "mean", top_k: int = 5, last: str = "pad",
-            threshold: float | None = None, at_least_one: bool = False) -> dict:
-        """The JSON record of one source: `path`, `duration_s`, `sample_rate`, `segments`,
-        `tags` (every tag -> score), `top` (the `top_k` `[tag, score]` pairs), `labels`
-        (the decided tags, see `make_record`), `error`.
-
-        Raises for unusable input (batch runs report it in `error` instead).
-        """
-        check_aggregation(aggregate)
-        grid = self.grid(hop, last)
-        starts, logits, info = self._windows_apply(source, sample_rate, grid, self.logits)
-        path = os.fsdecode(source) if isinstance(source, _PATH_TYPES) else None
-        return self.make_record(path, logits, info.as_dict(), aggregate=aggregate, top_k=top_k,
-                                hop_s=grid.hop / self.sample_rate, last=last,
-                                threshold=threshold, at_least_one=at_least_one)
-
-    def embed(self, source, sample_rate: int | None = None, *, layer: str = "features",
-              hop: float | None = None, pool: str = "mean", last: str = "pad") -> Embedding:
-        """Per-window embeddings `(windows, C)` of `layer` (pooled over time by `pool`)
-        and their mean over windows `(C,)`."""
-        self.check_layer(layer, pool)
-        starts, emb, info = self._windows_apply(
-            source, sample_rate, self.grid(hop, last), lambda x: self.embeddings(x, layer, pool))
-        start_s, end_s = _times(starts, self.input_samples, self.sample_rate, info.duration_s)
-        return Embedding(layer, emb, emb.mean(axis=0), start_s, end_s, float(info.duration_s))
-
     def check_layer(self, layer: str, pool: str = "mean") -> None:
         self.runner.check_layer(layer, pool)
 
-    # -- records -----------------------------------------------------------------------
-    def make_record(self, path: str | None, logits: np.ndarray | None, info: dict, *,
-                    aggregate: str = "mean", top_k: int = 5, hop_s: float | None = None,
-                    last: str = "pad", error: str | None = None,
-                    warnings: Sequence[str] = (), threshold: float | None = None,
-                    at_least_one: bool = False) -> dict:
+    # -- single sources: the batching loop over one source --------------------------------
+    def _one(self, source, sample_rate, options: ScoringOptions, compute) -> FileResult:
+        return next(run_batched([source], compute, sample_rate=self.sample_rate,
+                                grid=self.grid(options), batch_size=self.batch_size,
+                                source_sample_rate=sample_rate, errors="raise"))
+
+    def tag(self, source, sample_rate: int | None = None, options: ScoringOptions | None = None,
+            **scoring) -> dict:
+        """The JSON record of one source: `path`, `duration_s`, `sample_rate`, `segments`,
+        `tags` (every tag -> score), `top` (the `top_k` `[tag, score]` pairs), `error`.
+
+        `options` or its fields as keywords (`hop=`, `aggregate=`, `top_k=`, `last=`,
+        `max_windows=`). Raises for unusable input (batch runs report it in `error`).
+        """
+        options = ScoringOptions.build(options, **scoring)
+        res = self._one(source, sample_rate, options, self.logits)
+        return self.make_record(res.path, res.outputs, res.info, options)
+
+    def taggram(self, source, sample_rate: int | None = None, options: ScoringOptions | None = None,
+                **scoring) -> Taggram:
+        """Per-window scores `(windows, n_tags)` with start/end times in seconds."""
+        options = ScoringOptions.build(options, **scoring)
+        res = self._one(source, sample_rate, options, self.logits)
+        return self.taggram_from(res.starts, res.outputs, res.info)
+
+    def embed(self, source, sample_rate: int | None = None, options: ScoringOptions | None = None, *,
+              layer: str = "features", pool: str = "mean", **scoring) -> Embedding:
+        """Per-window embeddings `(windows, C)` of `layer` (pooled over time by `pool`)
+        and their mean over windows `(C,)`."""
+        self.check_layer(layer, pool)
+        options = ScoringOptions.build(options, **scoring)
+        res = self._one(source, sample_rate, options, lambda x: self.embeddings(x, layer, pool))
+        return self.embedding_from(layer, res.starts, res.outputs, res.info)
+
+    # -- window outputs -> what users get ----------------------------------------------------
+    def taggram_from(self, starts: np.ndarray, logits: np.ndarray, info: dict) -> Taggram:
+        """Window starts `(n,)` (samples) and logits `(n, n_tags)` of one source -> its
+        `Taggram` (sigmoid scores, window times capped at `info["duration_s"]`)."""
+        duration = info.get("duration_s")
+        start_s, end_s = window_times(starts, self.input_samples, self.sample_rate, duration)
+        return Taggram(self.tags, start_s, end_s, sigmoid(logits).astype(np.float32),
+                       float(duration or 0.0), self.sample_rate)
+
+    def embedding_from(self, layer: str, starts: np.ndarray, outputs: np.ndarray, info: dict) -> Embedding:
+        """Window starts `(n,)` and embeddings `(n, C)` of one source -> its `Embedding`
+        (`clip`: the mean over windows `(C,)`)."""
+        duration = info.get("duration_s")
+        start_s, end_s = window_times(starts, self.input_samples, self.sample_rate, duration)
+        windows = np.asarray(outputs, np.float32)
+        return Embedding(layer, windows, windows.mean(axis=0), start_s, end_s, float(duration or 0.0))
+
+    def make_record(self, path: str | None, logits: np.ndarray | None, info: dict,
+                    options: ScoringOptions | None = None, *, error: str | None = None,
+                    warnings: Sequence[str] = (), hop_s: float | None = None, **scoring) -> dict:
         """A file's window logits `(windows, n_tags)` -> its output record (the JSON
         object of `samplecnn tag`; `error` set and `logits` None for a failed file).
 
-        `labels`: the tags whose clip score is at or above their threshold, highest score
-        first (`threshold` for every tag, else the model's stored thresholds; with
-        `at_least_one`, the top tag when none passes); None when the model has no stored
-        thresholds and no `threshold` is given, and for a failed file.
+        `options` (or its fields as keywords; `hop_s=` is `hop=`) say how the windows were
+        cut and how they are aggregated. `path` is recorded as `writers.record_path(path)`
+        (absolute, escaped: every file name is written as UTF-8 and found again by
+        `--resume`); None stays None (arrays).
 
-        `path` is recorded as `writers.record_path(path)` (absolute, escaped: every file
-        name is written as UTF-8 and found again by `--resume`); None stays None (arrays).
+        `labels`: the tags whose clip score is at or above their threshold, highest score
+        first (`options.threshold` for every tag, else the model's stored thresholds; with
+        `options.at_least_one`, the top tag when none passes); None when the model has no
+        stored thresholds and no `threshold` is given, and for a failed file.
         """
-        check_aggregation(aggregate)
-        if top_k < 0:
-            raise ValueError(f"top-k must be 0 or more, got {top_k}")
+        if hop_s is not None:
+            scoring["hop"] = hop_s
+        options = ScoringOptions.build(options, **scoring)
         rec = {
             "path": None if path is None else record_path(path),
             "duration_s": None,
@@ -349,9 +335,9 @@ class Tagger:
             "source_channels": info.get("source_channels"),
             "segments": 0,
             "window_s": round(self.window_s, 6),
-            "hop_s": None if hop_s is None else round(hop_s, 6),
-            "last_window": last,
-            "aggregate": aggregate,
+            "hop_s": round(options.hop_s(self.input_samples, self.sample_rate), 6),
+            "last_window": options.last,
+            "aggregate": options.aggregate,
             "tags": None,
             "top": [],
             "labels": None,
@@ -360,49 +346,38 @@ class Tagger:
         }
         if error is not None or logits is None:
             return rec
-        clip = aggregate_windows(logits, aggregate)
-        order = np.argsort(-clip, kind="stable")[: min(top_k, len(clip))]
+        clip = aggregate_windows(logits, options.aggregate)
+        order = np.argsort(-clip, kind="stable")[: min(options.top_k, len(clip))]
         rec["duration_s"] = None if info.get("duration_s") is None else round(float(info["duration_s"]), 6)
         rec["segments"] = int(len(logits))
         rec["tags"] = {t: round(float(s), 6) for t, s in zip(self.tags, clip)}
         rec["top"] = [[self.tags[i], round(float(clip[i]), 6)] for i in order]
-        rec["labels"] = self.decide(clip, threshold, at_least_one)
+        rec["labels"] = self.decide(clip, options.threshold, options.at_least_one)
         return rec
 
     # -- many files ------------------------------------------------------------------
-    def tag_files(self, paths: Sequence[str], *, hop: float | None = None, aggregate: str = "mean",
-                  top_k: int = 5, workers: int = 0, batch_size: int | None = None,
-                  last: str = "pad", threshold: float | None = None,
-                  at_least_one: bool = False) -> Iterator[FileResult]:
+    def tag_files(self, paths: Sequence[str], options: ScoringOptions | None = None, *, workers: int = 0,
+                  batch_size: int | None = None, **scoring) -> Iterator[FileResult]:
         """Tag many files with cross-file batches; yields `FileResult`s (with `.record`
         set, and `.outputs` the per-window logits) as files finish."""
-        check_aggregation(aggregate)
-        if threshold is not None:
-            check_threshold(threshold)
-        grid = self.grid(hop, last)
-        for res in run_batched(paths, self.logits, sample_rate=self.sample_rate, grid=grid,
+        options = ScoringOptions.build(options, **scoring)
+        for res in run_batched(paths, self.logits, sample_rate=self.sample_rate, grid=self.grid(options),
                                batch_size=batch_size or self.batch_size, workers=workers):
-            res.record = self.make_record(res.path, res.outputs, res.info, aggregate=aggregate,
-                                          top_k=top_k, hop_s=grid.hop / self.sample_rate,
-                                          last=last, error=res.error, threshold=threshold,
-                                          at_least_one=at_least_one)
+            res.record = self.make_record(res.path, res.outputs, res.info, options, error=res.error)
             yield res
 
-    def embed_files(self, paths: Sequence[str], *, layer: str = "features", pool: str = "mean",
-                    hop: float | None = None, workers: int = 0,
-                    batch_size: int | None = None, last: str = "pad") -> Iterator[FileResult]:
+    def embed_files(self, paths: Sequence[str], options: ScoringOptions | None = None, *,
+                    layer: str = "features", pool: str = "mean", workers: int = 0,
+                    batch_size: int | None = None, **scoring) -> Iterator[FileResult]:
         """Embeddings of many files; `FileResult.outputs` is `(n_windows, C)`."""
         self.check_layer(layer, pool)
+        options = ScoringOptions.build(options, **scoring)
         return run_batched(paths, lambda x: self.embeddings(x, layer, pool),
-                           sample_rate=self.sample_rate, grid=self.grid(hop, last),
+                           sample_rate=self.sample_rate, grid=self.grid(options),
                            batch_size=batch_size or self.batch_size, workers=workers)
 
     def taggram_of(self, result: FileResult) -> Taggram:
         """The taggram of a successful `FileResult` from `tag_files`."""
         if result.error is not None or result.outputs is None:
             raise ValueError(f"{result.path}: no taggram ({result.error})")
-        start_s, end_s = _times(result.starts, self.input_samples, self.sample_rate,
-                                result.info.get("duration_s"))
-        return Taggram(self.tags, start_s, end_s, sigmoid(result.outputs).astype(np.float32),
-                       float(result.info.get("duration_s") or 0.0), self.sample_rate)
-
+        return self.taggram_from(result.starts, result.outputs, result.info)
