@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     valid = score_split(model, store, "valid")
     tags = args.tags or valid.tags[:4]
     fig, axes = plt.subplots(1, len(tags), figsize=(3.2 * len(tags), 3.0), sharey=True)
-    for ax, tag in zip(np.atleast_1d(axes), tags):
+    for k, (ax, tag) in enumerate(zip(np.atleast_1d(axes), tags)):
         j = valid.tags.index(tag)
         prec, rec, cut = precision_recall_curve(valid.labels[:, j], valid.clip_scores[:, j])
         f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(prec), where=prec + rec > 0)
@@ -53,20 +53,29 @@ def main(argv: list[str] | None = None) -> int:
         ax.plot(cut, rec[:-1], label="recall")
         ax.plot(cut, f1[:-1], label="F1", color="k", lw=1.2)
         t = float(th.values[th.tags.index(tag)])
-        ax.axvline(t, color="#c44", ls="--", lw=1, label=f"fitted {t:.2f}")
-        ax.set(title=tag, xlabel="threshold (clip score)", xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(fontsize=7, loc="lower left")
+        ax.axvline(t, color="#c44", ls="--", lw=1, label="fitted threshold")
+        n_pos = int(valid.labels[:, j].sum())
+        ax.set(title=f"{tag}: {t:.2f} ({n_pos} positives)", xlabel="threshold (clip score)",
+               xlim=(0, 1), ylim=(0, 1.02))
+        if k == 0:
+            ax.legend(fontsize=7, loc="lower left")
     np.atleast_1d(axes)[0].set_ylabel(f"validation split ({len(valid.clip_ids)} clips)")
     fig.tight_layout()
     save_figure(fig, args.png)
 
+    from samplecnn.thresholds import decision_metrics
+
+    at_valid = decision_metrics(valid.clip_scores, valid.labels, th.values[valid.keep], valid.tags)
     ev = evaluate(ckpt, store, "test")
-    print(f"| tag | threshold | test precision | test recall | test F1 |")
-    print("|---|---:|---:|---:|---:|")
-    for r in ev.rows():
-        cells = [f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("threshold", "precision", "recall", "f1")]
-        print(f"| {r['tag']} | " + " | ".join(cells) + " |")
-    print(f"| **macro F1 {ev.macro_f1:.3f}, micro F1 {ev.micro_f1:.3f}** | | | | |")
+    print("| tag | threshold | valid F1 | test positives | test precision | test recall | test F1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for j, r in enumerate(ev.rows()):
+        cells = [f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("precision", "recall", "f1")]
+        print(f"| {r['tag']} | {r['threshold']:.2f} | {at_valid.row(j)['f1'] or 0:.2f} | "
+              f"{r['positives']} | " + " | ".join(cells) + " |")
+    print(f"| **macro** | | **{at_valid.macro_f1:.3f}** | | | | **{ev.macro_f1:.3f}** |")
+    print(f"| **micro** | | **{at_valid.micro_f1:.3f}** | | | | **{ev.micro_f1:.3f}** |")
+    print(f"test ROC-AUC {ev.roc_auc:.4f}, PR-AUC {ev.pr_auc:.4f}", file=sys.stderr)
     print(f"wrote {args.png}", file=sys.stderr)
     return 0
 

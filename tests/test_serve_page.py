@@ -11,6 +11,9 @@ package's own (nothing from a CDN) runs everywhere.
 `SAMPLECNN_SCREENSHOT=docs/img/serve.png` also saves the README's screenshot (with the
 real MagnaTagATune clip when ../shared is there, and the checkpoint named by
 `SAMPLECNN_SCREENSHOT_CKPT` instead of the tiny model when set).
+
+Over 450 lines: every scenario shares the live servers, the browser, the clip and the
+page helpers (state waits, pixel reads), which a split would have to repeat.
 """
 from __future__ import annotations
 
