@@ -60,6 +60,37 @@ def test_clip_scores_are_the_mean_of_every_segment(store, tmp_path):
     assert np.all(r_max.clip_scores >= r.clip_scores - 1e-9)
 
 
+def test_split_where_no_tag_can_be_scored_is_one_line_exit_2(store, tmp_path, capsys):
+    """Issue 19.11: every AUC undefined is an error, not a bare NaN and exit 0."""
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt", tags=("clicks",))  # no test clip has it
+    with pytest.raises(ValueError, match="no tag can be scored"):
+        evaluate(ckpt, store, "test")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(ckpt), "--data", str(store), "--json", "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and "no tag can be scored" in cap.err
+    assert not (out / "metrics.json").exists()
+
+
+def test_undefined_metrics_are_null_in_strict_json(store, tmp_path, capsys):
+    from samplecnn.atomic import write_json
+    from samplecnn.metrics import tag_metrics
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+
+    m = tag_metrics(np.zeros((4, 2), bool), np.full((4, 2), 0.5, np.float32), ["a", "b"])
+    d = m.to_dict()
+    assert d["macro_roc_auc"] is None and d["macro_pr_auc"] is None
+    write_json(tmp_path / "x.json", {"m": d, "loss": float("nan"), "v": [float("inf"), 1.5]})
+    got = strict((tmp_path / "x.json").read_text())
+    assert got["loss"] is None and got["v"] == [None, 1.5]
+    ckpt, _ = _ckpt(tmp_path / "m.ckpt")  # one tag excluded: its per-tag AUCs are null
+    assert main(["evaluate", str(ckpt), "--data", str(store), "--json", "--out", str(tmp_path / "o")]) == 0
+    assert strict(capsys.readouterr().out)["per_tag"][TAGS.index("clicks")]["roc_auc"] is None
+    strict((tmp_path / "o" / "metrics.json").read_text())
+
+
 def test_tags_are_matched_by_name_and_missing_ones_noted(store, tmp_path):
     ckpt, _ = _ckpt(tmp_path / "m.ckpt", tags=("high", "low", "unknown tag"))
     r = evaluate(ckpt, store, "valid")

@@ -251,6 +251,32 @@ def test_clmr_hash_is_recorded_on_first_download_and_checked_later(server, tmp_p
     assert not (folder / "clmr_checkpoint_10000.zip").exists()
 
 
+def test_clmr_download_that_does_not_convert_leaves_nothing(server, tmp_path, monkeypatch, home, capsys):
+    """Issue 19.3: no published hash, the mirror serves a file that verifies (nothing to
+    check it against) but is not the archive: nothing may stick in the cache, and no line
+    may claim a record that was not written. Once the mirror is fixed, it works."""
+    enc_path, head_path, enc, head = _clmr_files(tmp_path, seed=3)
+    server.files["/clmr/clmr_checkpoint_10000.zip"] = b"<html>not the archive</html>" * 50
+    server.files["/clmr/finetuner_checkpoint_200.ckpt"] = head_path.read_bytes()
+    entry = pretrained.PRETRAINED["clmr-mtat-v2"]
+    monkeypatch.setitem(pretrained.PRETRAINED, "clmr-mtat-v2", dataclasses.replace(
+        entry, files=(SourceFile(server.url + "/clmr/clmr_checkpoint_10000.zip"),
+                      SourceFile(server.url + "/clmr/finetuner_checkpoint_200.ckpt")), input_samples=INPUT))
+    for _ in range(2):  # the second run downloads again rather than reusing a bad file
+        with pytest.raises(ValueError, match="do not convert.*files downloaded now were removed"):
+            resolve("clmr-mtat-v2")
+        assert _leftovers(home, "clmr-mtat-v2") == []
+        assert "recorded its sha256" not in capsys.readouterr().err
+    assert server.hits["/clmr/clmr_checkpoint_10000.zip"] == 2
+    assert main(["pretrained", "download", "clmr-mtat-v2"]) == 2
+    assert _leftovers(home, "clmr-mtat-v2") == []
+    server.files["/clmr/clmr_checkpoint_10000.zip"] = enc_path.read_bytes()  # the mirror is fixed
+    load_model(resolve("clmr-mtat-v2"))
+    assert "recorded its sha256" in capsys.readouterr().err
+    folder = home / "pretrained" / "clmr-mtat-v2"
+    assert "clmr_checkpoint_10000.zip" in json.loads((folder / "sources.json").read_text())
+
+
 def test_bundles_add_the_users_own_checkpoints(server, tmp_path, monkeypatch, capsys):
     model = create_model("samplecnn_small", tags=[f"t{i}" for i in range(5)], seed=1).eval()
     ck = save_checkpoint(tmp_path / "mine.ckpt", model)

@@ -217,7 +217,8 @@ def test_bad_parameters_are_one_line_422s(srv, files):
     good, _ = files
     data = good["a.wav"].read_bytes()
     for query, words in (("top_k=-1", "top_k"), ("hop=0", "hop"), ("hop=0.00001", "hop"),
-                         ("aggregate=median", "aggregate")):
+                         ("hop=inf", "hop"), ("hop=nan", "hop"), ("hop=1e308", "hop"),
+                         ("hop=-inf", "hop"), ("aggregate=median", "aggregate")):
         r = srv.post(f"/v1/tag?{query}", "a.wav", data)
         assert r.status_code == 422, query
         err = r.json()["error"]
@@ -226,6 +227,9 @@ def test_bad_parameters_are_one_line_422s(srv, files):
     assert r.status_code == 400 and "'file'" in r.json()["error"]
     r = srv.post("/v1/tag", "x" * 2000 + ".wav", data)
     assert r.status_code == 400 and "file name is longer" in r.json()["error"]
+    r = srv.call(srv.client.post("/v1/tag?filename=" + "y" * 1025, content=data,
+                                 headers={"content-type": "audio/wav"}))
+    assert r.status_code == 400 and "file name is longer" in r.json()["error"]  # as docs/serving.md says
     r = srv.call(srv.client.post("/v1/tag", content=b"--b\r\nX-Long: " + b"y" * 40000 + b"\r\n\r\n--b--\r\n",
                                  headers={"content-type": "multipart/form-data; boundary=b"}))
     assert r.status_code == 400 and "header" in r.json()["error"]  # python-multipart's limit, or ours
@@ -334,6 +338,17 @@ def test_api_key(tagger, files):
         assert s.call(s.client.get("/v1/model", headers=ok)).json()["auth_required"] is True
         r = s.call(s.client.post("/v1/tag", files={"file": ("a.wav", data)}, headers=ok))
         assert r.status_code == 200 and r.json()["tags"]
+
+
+def test_non_ascii_api_key_matches_a_utf8_client(tagger):
+    key = "clé-ümlaut-à"  # "à" is c3 a0 in UTF-8: 0xa0 must not be stripped as a space
+    with running(tagger, api_key=key) as s:
+        ok = {"Authorization": b"Bearer " + key.encode("utf-8")}  # what curl sends
+        assert s.call(s.client.get("/v1/model", headers=ok)).status_code == 200
+        wrong = {"Authorization": b"Bearer " + key.encode("utf-8")[:-1]}
+        assert s.call(s.client.get("/v1/model", headers=wrong)).status_code == 401
+    with pytest.raises(ValueError, match="control characters"):
+        create_app(tagger, api_key="a\nb")
 
 
 def test_cors_is_closed_unless_configured(tagger):

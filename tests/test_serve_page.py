@@ -389,13 +389,27 @@ def test_api_docs_are_served_offline_and_declare_the_key(tagger):
     assert got["/docs"].status_code == 200 and "text/html" in got["/docs"].headers["content-type"]
     assert got["/redoc"].status_code == 404          # ReDoc would need a CDN
     refs = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)', got["/docs"].text)
-    assert refs and all(r.startswith(("http://test/", "/")) for r in refs), refs
-    assets = fetch(open_app, [r.removeprefix("http://test") for r in refs])
+    # Relative, so resolved against the page's address (issue 19.10): never built from the
+    # Host / X-Forwarded-Proto headers.
+    assert refs and not any(r.startswith(("http:", "https:", "//", "/")) for r in refs), refs
+    from urllib.parse import urljoin
+
+    assets = fetch(open_app, [urljoin("/docs", r) for r in refs])
     for path, answer in assets.items():
         assert answer.status_code == 200, path
     js = next(a for p, a in assets.items() if p.endswith(".js"))
     assert "javascript" in js.headers["content-type"] and len(js.content) > 500_000
     assert "securitySchemes" not in got["/openapi.json"].text
+
+    async def spoofed(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/docs", headers={"Host": "evil.example",
+                                                      "X-Forwarded-Proto": "https"})
+
+    with ThreadPoolExecutor(1) as pool:
+        page = pool.submit(asyncio.run, spoofed(open_app)).result().text
+    assert "evil.example" not in page and "http://" not in page and "https://" not in page
     schema = fetch(keyed_app, ["/openapi.json"])["/openapi.json"].json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert schema["paths"]["/v1/tag"]["post"]["security"] == [{"HTTPBearer": []}]

@@ -30,10 +30,20 @@ COMMAND_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (a bad option value, `--hop inf`) are one line, like every other
+    error (docs/errors.md), with a pointer to `--help` instead of the usage block.
+    Sub-command parsers are made of the same class."""
+
+    def error(self, message: str):
+        msg = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {msg} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from samplecnn import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="samplecnn",
         description="Music auto-tagging with sample-level deep CNNs on raw waveforms.",
     )

@@ -235,6 +235,10 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike | SegmentSt
     store = store if isinstance(store, SegmentStore) else SegmentStore(store)
     sc = score_split(model, store, split, options, batch_size, device, progress, label=str(checkpoint))
     metrics = tag_metrics(sc.labels, sc.clip_scores, sc.tags)
+    if not np.any(~np.isnan(metrics.roc_auc)):  # every AUC undefined: no result to report
+        raise ValueError(f"{store.path}: split {split!r}: no tag can be scored (each of the "
+                         f"{len(sc.tags)} tag(s) has no positive or no negative clip among its "
+                         f"{len(sc.clip_ids)} clip(s)); evaluate on a split with both")
     if options.threshold is not None:
         limits, source = options.threshold, f"threshold {options.threshold:g} for every tag"
     elif model.thresholds is not None:

@@ -112,9 +112,13 @@ class TagMetrics:
         return out
 
     def to_dict(self) -> dict:
+        # Strict JSON: an undefined average is null, never a bare NaN.
+        def defined(v: float) -> float | None:
+            return None if np.isnan(v) else v
+
         return {
-            "macro_roc_auc": self.macro_roc_auc,
-            "macro_pr_auc": self.macro_pr_auc,
+            "macro_roc_auc": defined(self.macro_roc_auc),
+            "macro_pr_auc": defined(self.macro_pr_auc),
             "n_clips": self.n_clips,
             "n_tags_scored": int(np.sum(~np.isnan(self.roc_auc))),
             "excluded_tags": list(self.excluded),

@@ -355,10 +355,14 @@ def _read_sources(path: Path) -> dict:
         return {}
 
 
-def _fetch_file(entry: Pretrained, sf: SourceFile, folder: Path, sources: dict, say) -> Path:
+def _fetch_file(entry: Pretrained, sf: SourceFile, folder: Path, sources: dict,
+                fetched: list[Path], notes: list[str]) -> Path:
     """The verified source file in `folder`: taken as it is when present (put there by
     hand, or kept from an earlier download), else downloaded to a temporary name that is
-    renamed only once verified."""
+    renamed only once verified (and appended to `fetched`, so that the caller can remove
+    it if the weights then fail to convert). A hash recorded for a source that publishes
+    none goes into `sources`, and its note into `notes`: the caller says it only once
+    `sources.json` is written."""
     from samplecnn.atomic import atomic_path
 
     dest = folder / sf.file_name
@@ -369,11 +373,12 @@ def _fetch_file(entry: Pretrained, sf: SourceFile, folder: Path, sources: dict, 
         with atomic_path(dest) as tmp:
             _download(url, tmp, dest)
             digest = _verify(tmp, sf, sources, url)
+        fetched.append(dest)
     if not sf.git_sha1 and not sf.sha256 and sf.file_name not in sources:
         sources[sf.file_name] = {"sha256": digest, "url": sf.url,
                                  "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        say(f"{sf.url} publishes no hash; recorded its sha256 {digest} in {folder / 'sources.json'} "
-            "(later downloads are checked against it)")
+        notes.append(f"{sf.url} publishes no hash; recorded its sha256 {digest} in "
+                     f"{folder / 'sources.json'} (later downloads are checked against it)")
     return dest
 
 
@@ -424,13 +429,29 @@ def resolve(name: str, *, quiet: bool = False) -> Path:
             say(f"{out}: the cached checkpoint does not match its recorded sha256; converting again")
             out.unlink()
         sources = _read_sources(sources_path)
-        files = [_fetch_file(entry, sf, folder, sources, say) for sf in entry.files]
+        fetched: list[Path] = []  # downloaded by this call: removed again on any failure
+        notes: list[str] = []
         try:
-            _convert(entry, files, out)
-        except (ValueError, FileNotFoundError) as err:
-            raise ValueError(f"{entry.name}: the downloaded weights do not convert: {err}") from None
-        sources[out.name] = {"sha256": _sha256(out)}
-        write_json(sources_path, sources)
+            files = [_fetch_file(entry, sf, folder, sources, fetched, notes) for sf in entry.files]
+            try:
+                _convert(entry, files, out)
+            except (ValueError, FileNotFoundError) as err:
+                kept = [str(f) for f in files if f not in fetched]
+                said = ["the files downloaded now were removed"] if fetched else []
+                if kept:
+                    said.append(f"already in the cache (delete to download again): {', '.join(kept)}")
+                raise ValueError(f"{entry.name}: the downloaded weights do not convert: {err}; "
+                                 f"{'; '.join(said)}") from None
+            sources[out.name] = {"sha256": _sha256(out)}
+            write_json(sources_path, sources)
+        except BaseException:
+            # A download that fails to verify or convert leaves nothing behind: a later
+            # run downloads again (a fixed mirror helps) instead of failing the same way.
+            for f in fetched + [out]:
+                f.unlink(missing_ok=True)
+            raise
+        for note in notes:  # only now is the record true
+            say(note)
     return out
 
 

@@ -54,7 +54,13 @@ class WindowGrid:
         if hop_s is None:
             hop = window
         else:
-            hop = int(round(float(hop_s) * sample_rate))
+            # Lazy: options builds its grids with this class. The same finite, bounded check
+            # as every option parser, so `hop=inf`/`nan`/`1e308` is a ValueError on any path
+            # (not an OverflowError from int(round(...))).
+            from samplecnn.options import MAX_HOP_S, check_float
+
+            hop_s = check_float(hop_s, "hop (seconds)", low=0, high=MAX_HOP_S)
+            hop = int(round(hop_s * sample_rate))
             if hop < 1:
                 raise ValueError(f"hop must be at least one sample (1/{sample_rate} s), got {hop_s} s")
         return cls(window, hop, last, max_windows)

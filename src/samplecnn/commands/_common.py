@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 
+from samplecnn.atomic import resolve_output
 from samplecnn.paths import escape_path
 
-__all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options"]
+__all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options",
+           "finite_float"]
 
 _SCORING_HELP = {
     "hop": "hop between windows in seconds (default: one window, no overlap)",
@@ -30,19 +32,42 @@ _SCORING_HELP = {
 }
 
 
+def finite_float(low: float | None = None, high: float | None = None, low_inclusive: bool = False):
+    """An argparse `type=` for a float option: a finite number in (low, high] (`[low, high]`
+    with `low_inclusive`), checked by `samplecnn.options.check_float`, the one float check
+    of the CLI, the service and the API. `inf`, `nan` and `1e308` never reach the code
+    (exit 2, one line naming the option)."""
+    import argparse
+
+    from samplecnn.options import check_float
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        try:
+            return check_float(value, "the value", low=low, high=high, low_inclusive=low_inclusive)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "number"  # argparse names the type in some messages
+    return parse
+
+
 def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "backend"), **defaults) -> None:
     """The flags of `samplecnn.options.ScoringOptions` fields (`--hop`, `--aggregate`,
     `--last`, `--top-k`, `--max-windows`, `--backend`, `--threshold`, `--at-least-one`), with choices read from where each
     concept lives and `defaults` overriding the options' own (`last="drop"` for evaluate)."""
     import dataclasses
 
-    from samplecnn.options import BACKEND_ALIASES, ScoringOptions
+    from samplecnn.options import BACKEND_ALIASES, MAX_HOP_S, ScoringOptions
     from samplecnn.inference.runners import BACKENDS
     from samplecnn.metrics import AGGREGATIONS
     from samplecnn.windows import LAST_WINDOW_POLICIES
 
     base = {f.name: f.default for f in dataclasses.fields(ScoringOptions)} | defaults
-    kinds = {"hop": dict(type=float, metavar="SECONDS"), "aggregate": dict(choices=AGGREGATIONS),
+    kinds = {"hop": dict(type=finite_float(0, MAX_HOP_S), metavar="SECONDS"), "aggregate": dict(choices=AGGREGATIONS),
              "last": dict(choices=LAST_WINDOW_POLICIES), "top_k": dict(type=int, metavar="K"),
              "max_windows": dict(type=int, metavar="N"),
              "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES)),
@@ -95,7 +120,15 @@ def check_output_file(path: str | os.PathLike | None, option: str = "--output") 
     shown = escape_path(path)
     if path == "" or path.endswith(os.sep) or os.path.isdir(path):
         raise ValueError(f"{option} {shown}: is a folder; {option} needs a file name")
-    _check_parent(path, option)
+    try:
+        target, kind = resolve_output(path)  # refuses sockets, block devices, link loops
+    except ValueError as err:
+        raise ValueError(f"{option} {err}") from None
+    if kind == "stream":  # written through in place: only the device itself matters
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{option} {shown}: is not writable")
+        return
+    _check_parent(os.fspath(target), option)  # a symlink is written at its real target
     if os.path.isfile(path) and not os.access(path, os.W_OK):
         # Written atomically by replacing it, which needs the folder only, but an existing
         # read-only file is a sign the user did not mean it to be overwritten.

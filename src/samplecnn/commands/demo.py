@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import finite_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 48 clips of 3 s, narrow model, 1 epoch (figures mean little)")
     p.add_argument("--clips", type=int, default=800, help="synthetic clips (default 800)")
-    p.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
+    p.add_argument("--seconds", type=finite_float(0, 3600), default=10.0, help="clip length (default 10 s)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     p.add_argument("--difficulty", default="medium", help="synthetic data difficulty (default medium)")
     p.add_argument("--seed", type=int, default=0)

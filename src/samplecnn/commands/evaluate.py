@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         result.write(args.out)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))  # strict JSON
         if result.decisions is None:
             print(f"samplecnn evaluate: no F1 figures: {result.thresholds}", file=sys.stderr)
     else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="samplecnn or training checkpoint (or --pretrained)")
     p.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--atol", type=float, default=1e-4,
+    p.add_argument("--atol", type=finite_float(0, 1e3, low_inclusive=True), default=1e-4,
                    help="largest accepted |ONNX - PyTorch| difference (default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     add_pretrained_option(p)

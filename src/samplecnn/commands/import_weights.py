@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import finite_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from samplecnn.importers import PRESET_ALIASES, TAG_PRESETS
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="rate the weights were trained at (default 16000 sota, 22050 keras and clmr)")
     p.add_argument("--kernel-flip", choices=["auto", "yes", "no"], default="auto",
                    help="Keras only: reverse conv kernels (Theano convolution; default auto)")
-    p.add_argument("--bn-eps", type=float, default=None,
+    p.add_argument("--bn-eps", type=finite_float(0, 1), default=None,
                    help="BatchNorm epsilon (default: Keras: from the file's config, else the default "
                         "of the Keras version that wrote it; others 1e-5)")
     p.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import finite_float
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     from samplecnn.data.prepare import DEFAULT_MIN_SAMPLES, DEFAULT_SAMPLE_RATE
@@ -47,11 +49,11 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--lastfm-db", help="Last.fm tag SQLite database (lastfm_tags.db)")
     src.add_argument("--tags-csv", help="CSV with track_id,tag[,score] columns")
-    p.add_argument("--threshold", type=float, default=50.0,
+    p.add_argument("--threshold", type=finite_float(0, 100, low_inclusive=True), default=50.0,
                    help="a tag is positive when its score is above this (default: 50)")
     p.add_argument("--splits", nargs="+", metavar="PATH",
                    help="TRAIN VALID TEST files of track ids, or a folder holding them")
-    p.add_argument("--min-duration", type=float, default=None,
+    p.add_argument("--min-duration", type=finite_float(0, 86400, low_inclusive=True), default=None,
                    help="drop clips shorter than this many seconds (e.g. 29.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split without --splits")
     p.set_defaults(func=run)
@@ -59,12 +61,12 @@ def register(subparsers) -> None:
     p = sub.add_parser("csv", help="a folder with annotations.csv (see docs/data.md)")
     _common(p)
     p.add_argument("--csv", help="annotations CSV (default: ROOT/annotations.csv)")
-    p.add_argument("--valid-fraction", type=float, default=0.1,
+    p.add_argument("--valid-fraction", type=finite_float(0, 1, low_inclusive=True), default=0.1,
                    help="share of clips for validation when the CSV has no split column")
-    p.add_argument("--test-fraction", type=float, default=0.1,
+    p.add_argument("--test-fraction", type=finite_float(0, 1, low_inclusive=True), default=0.1,
                    help="share of clips for test when the CSV has no split column")
     p.add_argument("--seed", type=int, default=0, help="seed of the split")
-    p.add_argument("--min-duration", type=float, default=None,
+    p.add_argument("--min-duration", type=finite_float(0, 86400, low_inclusive=True), default=None,
                    help="drop clips shorter than this many seconds")
     p.set_defaults(func=run)
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import socket
 import sys
 
-from ._common import add_scoring_options, check_device
+from ._common import add_scoring_options, check_device, finite_float
 from .pretrained import add_pretrained_option, take_pretrained
 
 KEY_ENV = "SAMPLECNN_API_KEY"
@@ -31,17 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${KEY_ENV} if set)")
     p.add_argument("--insecure-no-key", action="store_true",
                    help="allow a non-loopback --host without an API key")
-    p.add_argument("--max-upload-mb", type=float, default=100, metavar="MB",
+    p.add_argument("--max-upload-mb", type=finite_float(0, 1 << 20), default=100, metavar="MB",
                    help="largest upload accepted (default 100; larger ones get 413)")
     p.add_argument("--decode-workers", "--workers", dest="decode_workers", type=int, default=1, metavar="N",
                    help="decoding processes (default 1)")
     p.add_argument("--max-batch", type=int, default=64, metavar="N",
                    help="most windows per model call, across requests (default 64)")
-    p.add_argument("--max-wait-ms", type=float, default=5, metavar="MS",
+    p.add_argument("--max-wait-ms", type=finite_float(0, 60_000, low_inclusive=True), default=5, metavar="MS",
                    help="how long a window waits for others to share its model call (default 5)")
     p.add_argument("--queue-size", type=int, default=64, metavar="N",
                    help="requests in progress at once; more get 503 + Retry-After (default 64)")
-    p.add_argument("--timeout", type=float, default=60, metavar="SECONDS",
+    p.add_argument("--timeout", type=finite_float(0, 86_400), default=60, metavar="SECONDS",
                    help="decoding + scoring time per request; past it 504 (default 60)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from ORIGIN (repeatable; default none)")
@@ -89,16 +88,13 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None) -
                      queue_size=args.queue_size, timeout_s=args.timeout,
                      decode_workers=args.decode_workers, cors_origins=tuple(args.cors_origin),
                      name=name)
-    log = logging.getLogger("samplecnn.serve")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("samplecnn serve: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING if args.no_access_log else logging.INFO)
-    log.propagate = False
+    from samplecnn.service.server import JsonFailures, http_protocol, one_line_logging
 
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=args.timeout + 5,
-                            server_header=False)
+    one_line_logging(sys.stderr, access=not args.no_access_log)
+    # Every answer JSON (uvicorn's own 400 and 500 too), every stderr line one line.
+    config = uvicorn.Config(JsonFailures(app), host=args.host, port=args.port, log_config=None,
+                            log_level="warning", access_log=False, http=http_protocol(),
+                            timeout_graceful_shutdown=args.timeout + 5, server_header=False)
     server = uvicorn.Server(config)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     port = sock.getsockname()[1]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import finite_float
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
                     "finishes the data set.")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created; resumed if it exists)")
     p.add_argument("--clips", type=int, default=1000, help="number of clips (default 1000)")
-    p.add_argument("--seconds", type=float, default=10.0, help="clip length in seconds (default 10)")
+    p.add_argument("--seconds", type=finite_float(0, 3600), default=10.0, help="clip length in seconds (default 10)")
     p.add_argument("--sample-rate", type=int, default=16000, help="sample rate in Hz (default 16000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--renderer", choices=("numpy", "soundfont"), default="numpy",

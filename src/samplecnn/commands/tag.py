@@ -7,7 +7,7 @@ import sys
 from samplecnn.tagging.catalog import ENGINES
 from samplecnn.tagging.outputs import OUTPUT_FORMATS
 
-from ._common import add_scoring_options, scoring_options
+from ._common import add_scoring_options, finite_float, scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "$RAY_ADDRESS, else a local Ray instance)")
     ray.add_argument("--num-workers", type=int, default=1, metavar="N",
                      help="scoring actors, each holding the model once (default 1)")
-    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+    ray.add_argument("--gpus-per-worker", type=finite_float(0, 1024, low_inclusive=True), default=0.0, metavar="G",
                      help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")
@@ -104,10 +104,11 @@ def _tag(args: argparse.Namespace, options) -> int:
     def on_record(rec: dict) -> None:
         if args.quiet:
             return
+        shown = rec["path"] or "(blank manifest row)"
         for w in rec["warnings"]:  # a file that was tagged but not cleanly (truncated, damaged)
-            warn(f"{rec['path']}: {w}")
+            warn(f"{shown}: {w}")
         if rec.get("error") is not None:
-            print(f"samplecnn tag: {rec['path']}: {rec['error']}", file=sys.stderr)
+            print(f"samplecnn tag: {shown}: {rec['error']}", file=sys.stderr)
 
     run = tag_catalog(args.model, args.paths, manifest=args.manifest, output=args.output,
                       fmt=args.format, engine=args.engine, resume=args.resume, options=options,

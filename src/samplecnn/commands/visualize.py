@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import finite_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("visualize", help="visualisations of a trained model",
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="layer names (default: frontend block1 block2 block3)")
     f.add_argument("--steps", type=int, default=18)
-    f.add_argument("--step-size", type=float, default=1.0)
+    f.add_argument("--step-size", type=finite_float(0, 1e6), default=1.0)
     f.add_argument("--length", type=int, default=729, help="input samples (default 729)")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=run)

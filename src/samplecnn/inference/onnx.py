@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -151,16 +152,31 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
-def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path:
-    """The export of `model` for `graph`, from the cache or made now (atomic, locked)."""
-    from samplecnn.cache import cache_dir, cached_file
+_cache_warned = False
+
+
+def cached_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> Path | bytes:
+    """The export of `model` for `graph`, from the cache or made now (atomic, locked).
+
+    A cache that cannot be used (`samplecnn.cache.CacheError`) costs speed, not the run:
+    one warning per process, and the graph is exported in memory (returned as bytes,
+    which `session` takes as well as a path)."""
+    global _cache_warned
+    from samplecnn.cache import CacheError, cache_dir, cached_file
 
     key = f"{model_digest(model)[:32]}-{graph}-op{opset}.onnx"
 
     def produce(tmp: Path) -> None:
         tmp.write_bytes(export_graph(model, graph, opset))
 
-    return cached_file(cache_dir("onnx") / key, produce, what="ONNX export cache entry")
+    try:
+        return cached_file(cache_dir("onnx") / key, produce, what="ONNX export cache entry")
+    except CacheError as err:
+        if not _cache_warned:
+            _cache_warned = True
+            print(f"samplecnn: warning: {err}; exporting the ONNX graph in memory instead "
+                  "(every run exports again)", file=sys.stderr)
+        return export_graph(model, graph, opset)
 
 
 def read_metadata(source: str | os.PathLike | bytes) -> dict:

@@ -65,6 +65,24 @@ class _AccessLog:
                      time.perf_counter() - t0)
 
 
+def _json_cors():
+    from fastapi.middleware.cors import CORSMiddleware
+
+    class JsonCORS(CORSMiddleware):
+        """CORS whose refused preflight ("Disallowed CORS origin") is a JSON line too."""
+
+        def preflight_response(self, request_headers):
+            resp = super().preflight_response(request_headers)
+            if resp.status_code < 400:
+                return resp
+            headers = {k: v for k, v in resp.headers.items()
+                       if k.lower() not in ("content-length", "content-type")}
+            return JSONResponse({"error": _one_line(resp.body.decode("utf-8", "replace"))},
+                                status_code=resp.status_code, headers=headers)
+
+    return JsonCORS
+
+
 def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100, max_batch: int = 64,
                max_wait_ms: float = 5, queue_size: int = 64, timeout_s: float = 60.0,
                decode_workers: int = 1, cors_origins=(), name: str | None = None,
@@ -130,6 +148,12 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
     async def _scorer_error(request: Request, err: ScorerError):
         return JSONResponse({"error": _one_line(str(err))}, status_code=500)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception):
+        # Starlette's last handler: a JSON line instead of its plain-text 500 (the error
+        # still propagates, to `server.JsonFailures`, which logs it as one line).
+        return JSONResponse({"error": f"internal error ({type(err).__name__})"}, status_code=500)
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, err: ClientDisconnect):
         # Nobody reads this; the upload's file is already removed.
@@ -148,20 +172,44 @@ def create_app(tagger, *, api_key: str | None = None, max_upload_mb: float = 100
         app.mount("/static", StaticFiles(directory=static), name="static")
 
     if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+        app.add_middleware(_json_cors(), allow_origins=list(cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_AccessLog)
     return app
 
 
+_SWAGGER_ASSETS = {"swagger-ui-bundle.js": "application/javascript", "swagger-ui.css": "text/css",
+                   "favicon-32x32.png": "image/png"}
+
+
 def _mount_docs(app: FastAPI) -> None:
-    """`/docs`: Swagger UI from the package's own copy (fastapi-swagger), no CDN."""
-    from fastapi_swagger import patch_fastapi
+    """`/docs`: Swagger UI from the package's own copy (fastapi-swagger's files), no CDN.
+
+    Every URL in the page is relative (`swagger/...`, `openapi.json`), resolved by the
+    browser against the page's own address: never built from the Host or
+    X-Forwarded-Proto headers (`Host: evil.example` would load scripts from there, and
+    behind a TLS proxy an `http://` URL is blocked as mixed content), and right under a
+    proxy's path prefix too."""
+    from importlib import resources
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import Response
 
     # The key a user types into "Authorize" stays in the page, not in the browser's
-    # storage (the plugin's default would persist it).
-    patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=False, title="samplecnn API",
-                  swagger_ui_parameters={"tryItOutEnabled": True, "filter": True,
-                                         "displayRequestDuration": True})
+    # storage (persistAuthorization is left off).
+    params = {"tryItOutEnabled": True, "filter": True, "displayRequestDuration": True}
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui_html():
+        return get_swagger_ui_html(openapi_url="openapi.json", title="samplecnn API",
+                                   swagger_js_url="swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="swagger/swagger-ui.css",
+                                   swagger_favicon_url="swagger/favicon-32x32.png",
+                                   swagger_ui_parameters=params)
+
+    @app.get("/swagger/{name}", include_in_schema=False)
+    async def swagger_asset(name: str):
+        if name not in _SWAGGER_ASSETS:
+            raise StarletteHTTPException(404, "Not Found")
+        data = resources.files("fastapi_swagger.resources").joinpath(name).read_bytes()
+        return Response(content=data, media_type=_SWAGGER_ASSETS[name])

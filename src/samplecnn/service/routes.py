@@ -31,7 +31,8 @@ health = APIRouter(tags=["service"])
 v1 = APIRouter(prefix="/v1", tags=["model"])
 
 _ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
-_NAME_Q = Query(None, max_length=MAX_NAME, description="the file name reported back for a raw body")
+_NAME_Q = Query(None, description=f"the file name reported back for a raw body (at most {MAX_NAME} "
+                                  "characters, else 400)")
 
 
 # -- dependencies -----------------------------------------------------------------------------
@@ -58,7 +59,7 @@ async def require_bearer_key(request: Request, svc: Service = Depends(get_servic
 
 def window_options(
     svc: Service = Depends(get_service),
-    hop: Optional[float] = Query(None, gt=0, le=MAX_HOP_S,
+    hop: Optional[float] = Query(None, gt=0, le=MAX_HOP_S, allow_inf_nan=False,
                                  description="hop between windows in seconds (default: one window)"),
     last: Literal[LAST_WINDOW_POLICIES] = Query(
         "pad", description="the samples after the last full window: pad (score them) or drop"),

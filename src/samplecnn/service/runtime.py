@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from starlette.requests import Request
 
-from samplecnn.options import ScoringOptions
+from samplecnn.options import ScoringOptions, check_float, check_int
 from samplecnn.tagging.sources import window_messages
 
 from . import decode
@@ -50,14 +50,16 @@ class Service:
     def __init__(self, tagger, *, name: str, api_key: str | None, max_upload_mb: float,
                  max_batch: int, max_wait_ms: float, queue_size: int, timeout_s: float,
                  decode_workers: int):
-        for label, value, low in (("max_upload_mb", max_upload_mb, 0), ("max_batch", max_batch, 1),
-                                  ("queue_size", queue_size, 1), ("decode_workers", decode_workers, 1)):
-            if value < low or (low == 0 and value <= 0):
-                raise ValueError(f"{label} must be {'positive' if low == 0 else f'at least {low}'}, got {value}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be 0 or more, got {max_wait_ms}")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        # The CLI's bounds (commands/serve.py), checked again for Python callers: finite,
+        # so `nan` cannot slip through every comparison.
+        check_float(max_upload_mb, "max_upload_mb", low=0, high=1 << 20)
+        check_float(max_wait_ms, "max_wait_ms", low=0, high=60_000, low_inclusive=True)
+        check_float(timeout_s, "timeout_s", low=0, high=86_400)
+        for label, value in (("max_batch", max_batch), ("queue_size", queue_size),
+                             ("decode_workers", decode_workers)):
+            check_int(value, label, low=1)
+        if api_key and any(ord(c) < 0x20 or ord(c) == 0x7F for c in api_key):
+            raise ValueError("api_key: control characters cannot be sent in an HTTP header")
         self.tagger = tagger
         self.name = name
         self.api_key = api_key or None
@@ -132,7 +134,11 @@ class Service:
             return
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        # Header values arrive as latin-1 text of the bytes sent: compare those bytes with
+        # the key's UTF-8, so that a non-ASCII key typed in a UTF-8 client matches.
+        # (strip(" \t") only: str.strip() would also eat a UTF-8 byte 0x85 or 0xa0.)
+        sent = token.strip(" \t").encode("latin-1", "replace")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(sent, self.api_key.encode("utf-8"))
         if not ok:
             raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
                            {"WWW-Authenticate": "Bearer"})

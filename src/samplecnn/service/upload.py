@@ -93,6 +93,8 @@ async def receive_upload(request, folder: str, max_bytes: int, filename: str | N
     """Spool the request's audio (multipart field `file`, or a raw `audio/*` body) to a
     private file in `folder`. Raises `ApiError` (400/413/415); `ClientDisconnect`
     propagates. Nothing is left on disk unless an `Upload` is returned."""
+    if filename is not None and len(filename) > MAX_NAME:  # `?filename=`: the same 400 as a part's
+        raise ApiError(400, f"the file name is longer than {MAX_NAME} characters")
     declared = request.headers.get("content-length")
     if declared is not None:
         try:

@@ -100,22 +100,22 @@ def tag_catalog(
                        options=options, batch_size=batch_size, ray_address=ray_address,
                        num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                        cpus_per_worker=cpus_per_worker, files_per_batch=files_per_batch,
-                       rows_per_part=rows_per_part, on_record=on_record, note=note)
+                       rows_per_part=rows_per_part, on_record=on_record, warn=warn, note=note)
     return _run_local(model, paths, manifest=manifest, output=output, fmt=fmt, resume=resume,
                       options=options, batch_size=batch_size, device=device, workers=workers,
                       taggram_dir=taggram_dir, rows_per_part=rows_per_part, on_record=on_record,
-                      note=note)
+                      warn=warn, note=note)
 
 
 def _run_local(model, paths: list[str], *, manifest, output, fmt: str, resume: bool,
                options: ScoringOptions, batch_size: int, device: str, workers: int, taggram_dir,
-               rows_per_part: int, on_record, note=None) -> CatalogRun:
+               rows_per_part: int, on_record, warn=None, note=None) -> CatalogRun:
     """The local engine: this process scores, `workers` processes decode."""
     from .tagger import Tagger
     from .writers import taggram_names, write_taggram
 
     if manifest is not None:
-        paths = paths + read_manifest(manifest)
+        paths = paths + read_manifest(manifest, seen={path_key(p) for p in paths}, warn=warn)
     tagger = Tagger.load(model, backend=options.backend, device=device, batch_size=batch_size)
     _note_thresholds(tagger, options, note)
     skipped, todo = 0, paths

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from samplecnn.paths import escape_path, unescape_path
+from samplecnn.paths import escape_path, path_key, unescape_path
 
 __all__ = ["check_manifest", "resolve_manifest_path", "iter_manifest", "read_manifest"]
 
@@ -62,11 +62,18 @@ def resolve_manifest_path(path: str | None, base: str) -> str:
     return path if os.path.isabs(path) else os.path.join(base, path)
 
 
-def iter_manifest(manifest: str | os.PathLike, rows: int = 65_536) -> Iterator[list[str]]:
+def iter_manifest(manifest: str | os.PathLike, rows: int = 65_536, *, seen: set[str] | None = None,
+                  warn: Callable[[str], None] | None = None) -> Iterator[list[str]]:
     """The file names a manifest lists, in its order, `rows` at a time (never the whole
     catalog in memory); relative entries are resolved against its folder; empty entries
-    are kept so that they are reported as failed files."""
+    are kept so that they are reported as failed files.
+
+    Duplicates are tagged once: a row naming a file (same `path_key`) already listed
+    above it, or in `seen` (the `path_key`s of paths given beside the manifest; updated),
+    is left out, and `warn` says how many were."""
     kind = check_manifest(manifest)
+    seen = set() if seen is None else seen
+    dropped = 0
     base = os.path.dirname(os.path.abspath(manifest))
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -80,9 +87,23 @@ def iter_manifest(manifest: str | os.PathLike, rows: int = 65_536) -> Iterator[l
                                  convert_options=pacsv.ConvertOptions(
                                      include_columns=["path"], column_types={"path": pa.string()}))
     for batch in batches:
-        yield [resolve_manifest_path(p, base) for p in batch.column("path").to_pylist()]
+        chunk = []
+        for p in batch.column("path").to_pylist():
+            p = resolve_manifest_path(p, base)
+            key = path_key(p) if p else None
+            if key is not None and key in seen:
+                dropped += 1
+                continue
+            if key is not None:
+                seen.add(key)
+            chunk.append(p)
+        yield chunk
+    if dropped and warn is not None:
+        warn(f"{escape_path(manifest)}: {dropped} duplicate row(s) name a file listed before; "
+             "each file is tagged once")
 
 
-def read_manifest(manifest: str | os.PathLike) -> list[str]:
-    """Every file name a manifest lists (see `iter_manifest`), as one list."""
-    return [p for chunk in iter_manifest(manifest) for p in chunk]
+def read_manifest(manifest: str | os.PathLike, *, seen: set[str] | None = None,
+                  warn: Callable[[str], None] | None = None) -> list[str]:
+    """Every file name a manifest lists (see `iter_manifest`: duplicates left out), as one list."""
+    return [p for chunk in iter_manifest(manifest, seen=seen, warn=warn) for p in chunk]

@@ -69,10 +69,7 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
     from .sources import window_messages
 
     out = {"path": row["path"], "starts": b"", "windows": b"", "info": "{}", "error": ""}
-    name = unescape_path(row["path"])
-    if not name:
-        out["error"] = "empty path"
-        return out
+    name = unescape_path(row["path"])  # "" (a blank manifest row) fails in iter_windows
     starts, wins = [], []
     for msg in window_messages(0, name, sample_rate, grid, chunk=64):
         if msg[0] == "windows":
@@ -187,34 +184,10 @@ def _configured():
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Join `address`, or the Ray instance this process already started, or start a local
-    one. Returns True when this call started it (the caller shuts it down)."""
-    if ray.is_initialized():
-        return False
-    # Ray's C++ core logs to the driver's stderr (actor restarts, ...); its failures reach
-    # us as exceptions, so only fatal lines are kept. It announces that level once, while
-    # it starts: that start runs with stderr pointed at /dev/null.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    with _stderr_to_devnull():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
-    return True
+    """Join `address` (see `ray_connect.connect`: one line, in bounded time, on failure)."""
+    from .ray_connect import connect
 
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return connect(ray, address)
 
 
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
@@ -226,10 +199,10 @@ def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
     return max(0.25, np.floor(share * 4) / 4)
 
 
-def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256):
+def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256, warn=None):
     """The files to tag as Arrow tables of `rows` escaped absolute names (a `path`
-    column), from the list and then the manifest read in chunks; files in `done` left
-    out. Yields (table, skipped)."""
+    column), from the list and then the manifest read in chunks (its duplicates left out,
+    see `iter_manifest`); files in `done` left out. Yields (table, skipped)."""
     import pyarrow as pa
 
     from .manifest import iter_manifest
@@ -238,7 +211,7 @@ def _path_blocks(paths: Sequence[str], manifest, done: set[str], rows: int = 256
         for i in range(0, len(paths), rows):
             yield paths[i:i + rows]
         if manifest is not None:
-            yield from iter_manifest(manifest, rows)
+            yield from iter_manifest(manifest, rows, seen={path_key(p) for p in paths if p}, warn=warn)
 
     for chunk in chunks():
         keys = [path_key(p) if p else "" for p in chunk]
@@ -251,7 +224,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
             rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
-            note: Callable[[str], None] | None = None):
+            warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
     from .manifest import check_manifest
     from .outputs import CatalogRun, done_keys, model_name, open_output, write_records
@@ -295,7 +268,8 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
 
         from samplecnn.inference.onnx import cached_graph
 
-        graph = Path(cached_graph(meta.runner.module, "scores")).read_bytes()
+        graph = cached_graph(meta.runner.module, "scores")
+        graph = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
@@ -313,7 +287,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
         # The listing goes to the object store chunk by chunk (the driver keeps references);
         # a chunk is one block, decoded by one task.
         refs, total, skipped = [], 0, 0
-        for table, n_skipped in _path_blocks(list(paths), manifest, done):
+        for table, n_skipped in _path_blocks(list(paths), manifest, done, warn=warn):
             total += table.num_rows + n_skipped
             skipped += n_skipped
             if table.num_rows:

@@ -203,6 +203,10 @@ def as_float_audio(x: np.ndarray) -> np.ndarray:
     16/32/64-bit, complex, objects) is refused with a ValueError: no PCM format stores
     them, so their scale would be a guess.
     """
+    if x.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        # A big- (or little-) endian array of a PCM dtype ('>i2' from a raw AIFF read) is
+        # the same samples: read it in the native byte order.
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype.kind == "f":
         return x.astype(np.float32, copy=False)
     scale = _INT_SCALES.get(x.dtype)
@@ -221,9 +225,11 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
             "an audio array needs its sample rate: pass sample_rate=<Hz> "
             f"(the model expects {sample_rate} Hz; the rate is never assumed)"
         )
-    sr = int(source_sample_rate)
-    if sr <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sr}")
+    # A string or a float is refused, not converted ("16000" is a caller's bug; 44.1
+    # would be a silent truncation). The Tagger also bounds it like a file's header.
+    from samplecnn.options import check_int
+
+    sr = check_int(source_sample_rate, "sample_rate (Hz)", low=1)
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     x = as_float_audio(np.asarray(x))
@@ -249,6 +255,9 @@ def _array_blocks(x, source_sample_rate: int | None, sample_rate: int,
         yield resample(to_mono(x), sr, sample_rate)
 
 
+EMPTY_PATH = "empty path (a blank 'path' entry in the manifest)"
+
+
 def iter_windows(
     source,
     sample_rate: int,
@@ -269,6 +278,8 @@ def iter_windows(
     """
     info = info if info is not None else StreamInfo()
     if isinstance(source, _PATH_TYPES):
+        if not os.fspath(source):  # a blank manifest row: one reason for every engine
+            raise ValueError(EMPTY_PATH)
         if source_sample_rate is not None:
             raise ValueError("sample_rate is for arrays; a file's rate is read from the file")
         # A bytes name is a file name as the OS spells it (any POSIX name).

@@ -259,6 +259,12 @@ class Tagger:
 
     # -- single sources: the batching loop over one source --------------------------------
     def _one(self, source, sample_rate, options: ScoringOptions, compute) -> FileResult:
+        if sample_rate is not None and not isinstance(source, _PATH_TYPES):
+            # An int in the range a file's header may announce ("16000" and 1 are bugs).
+            from samplecnn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+            from samplecnn.options import check_int
+
+            check_int(sample_rate, "sample_rate (Hz)", low=MIN_SAMPLE_RATE, high=MAX_SAMPLE_RATE)
         return next(run_batched([source], compute, sample_rate=self.sample_rate,
                                 grid=self.grid(options), batch_size=self.batch_size,
                                 source_sample_rate=sample_rate, errors="raise"))

@@ -18,13 +18,14 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Iterable
 
 import numpy as np
 
-from samplecnn.atomic import save_figure, write_text
+from samplecnn.atomic import OutputError, resolve_output, save_figure, write_text
 from samplecnn.paths import escape_path, path_key, unescape_path
 
 __all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key", "record_path",
@@ -38,7 +39,10 @@ LABEL_SEPARATOR = ";"
 
 def record_path(path: str | os.PathLike) -> str:
     """The `path` a record carries for a file: absolute, normalised, escaped
-    (`samplecnn.paths.escape_path`); always valid UTF-8 on one line."""
+    (`samplecnn.paths.escape_path`); always valid UTF-8 on one line. An empty path (a
+    blank manifest row) stays empty rather than naming the working directory."""
+    if not os.fspath(path):
+        return ""
     return escape_path(path_key(path))
 
 
@@ -105,23 +109,52 @@ class _CsvWriter(_Writer):
 
 
 class _JsonlWriter:
+    """Streams records to `output` (a file, or a character device or pipe written
+    through); a write error is an `OutputError` naming the output, and fsync is skipped
+    where the file type has none."""
+
     def __init__(self, output: str | None, append: bool):
+        self.output = output
+        self.failed = False
         if output is None:
             self.f: IO[str] = sys.stdout
             self.own = False
         else:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(output, "a" if append else "w", encoding="utf-8")
+            resolve_output(output)  # refuses sockets, folders, symlink loops
+            try:
+                Path(output).parent.mkdir(parents=True, exist_ok=True)
+                self.f = open(output, "a" if append else "w", encoding="utf-8")
+            except OSError as err:
+                raise OutputError(f"{escape_path(output)}: cannot write: {err.strerror or err}") from None
             self.own = True
 
+    def _fail(self, err: OSError) -> OutputError:
+        self.failed = True
+        return OutputError(f"{escape_path(self.output or '<stdout>')}: cannot write: "
+                           f"{err.strerror or err}")
+
     def write(self, rec: dict) -> None:
-        self.f.write(_dumps(rec) + "\n")  # one write per record: never half a record
-        self.f.flush()
+        try:
+            self.f.write(_dumps(rec) + "\n")  # one write per record: never half a record
+            self.f.flush()
+        except OSError as err:
+            raise self._fail(err) from None
 
     def close(self) -> None:
-        if self.own:
-            os.fsync(self.f.fileno())
-            self.f.close()
+        if not self.own:
+            return
+        try:
+            if not self.failed:
+                self.f.flush()
+                if stat.S_ISREG(os.fstat(self.f.fileno()).st_mode):
+                    os.fsync(self.f.fileno())  # devices and pipes have nothing to sync
+        except OSError as err:
+            raise self._fail(err) from None
+        finally:
+            try:
+                self.f.close()
+            except OSError:
+                pass  # the failure was reported above (buffered data of a failed write)
 
 
 def open_writer(fmt: str, output: str | None, tags: list[str], order: list[str], append: bool = False):

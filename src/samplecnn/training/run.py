@@ -303,6 +303,9 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
     # Absolute in the run's config.yaml: a resume from another working directory reads
     # the same store.
     cfg["data"]["store"] = os.path.abspath(os.path.expanduser(cfg["data"]["store"]))
+    # The run folder too: config.yaml and train_summary.json name every path absolutely
+    # (a resume of a moved run, given relatively, must not mix the two spellings).
+    cfg["out_dir"] = os.path.abspath(os.path.expanduser(cfg["out_dir"]))
     out = Path(cfg["out_dir"])
     worker = _launched_worker()  # rank 0 holds and checks the run folder for all ranks
     hold = contextlib.nullcontext() if worker else exclusive(out, "the run folder")
@@ -390,7 +393,9 @@ def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
     best_score = best_cb.best_model_score
     result = TrainResult(
         out_dir=str(out),
-        best_checkpoint=str(best_cb.best_model_path or ckpt_dir / "best.ckpt"),
+        # In this run folder, spelled like the others (Lightning's own path is resolved
+        # through symlinks).
+        best_checkpoint=str(ckpt_dir / (os.path.basename(best_cb.best_model_path) or "best.ckpt")),
         last_checkpoint=str(ckpt_dir / "last.ckpt"),
         best_val_loss=None if best_score is None else float(best_score),
         epochs=int(trainer.current_epoch),
