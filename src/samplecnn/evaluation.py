@@ -189,7 +189,7 @@ def score_split(model, store: SegmentStore, split: str, options: ScoringOptions 
     clips = store.split_indices(split)
     if len(clips) == 0:
         raise ValueError(f"{store.path}: split {split!r} has no clips")
-    grid = options.grid(cfg.input_samples, cfg.sample_rate)
+    grid = options.grid(cfg.input_samples, cfg.sample_rate, whole_clip=cfg.whole_clip)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     runner = optimize_for_inference(model, options.backend, device=device)

@@ -126,9 +126,11 @@ class ScoringOptions:
         """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
-    def grid(self, window: int, sample_rate: int) -> WindowGrid:
-        """THE window grid for a model of `window` samples at `sample_rate` Hz."""
-        return WindowGrid.of_seconds(window, sample_rate, self.hop, self.last, self.max_windows)
+    def grid(self, window: int, sample_rate: int, whole_clip: bool = False) -> WindowGrid:
+        """THE window grid for a model of `window` samples at `sample_rate` Hz; `whole_clip`
+        (the model's `ModelConfig.whole_clip`): windows are never padded."""
+        return WindowGrid.of_seconds(window, sample_rate, self.hop, self.last, self.max_windows,
+                                     whole_clip)
 
     def hop_s(self, window: int, sample_rate: int) -> float:
         """The hop in seconds as the grid rounds it (one window when `hop` is None)."""

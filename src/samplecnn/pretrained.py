@@ -19,14 +19,15 @@ progress, integrity) and the converted cache are one contract, "a name resolves 
 verified checkpoint"; the converters themselves live in `samplecnn.importers`.
 
 Integrity: sota-music-tagging-models' files are checked against their git blob ids (the
-SHA-1 of `b"blob <size>\\0" + content`, what GitHub's tree lists); CLMR publishes no hash, so
-the SHA-256 of the first download is recorded in `sources.json` beside it (a line on
+SHA-1 of `b"blob <size>\\0" + content`, what GitHub's tree lists); CLMR publishes no hash, and
+Zenodo's md5 of the PANNs files could not be read from this project's machines, so for
+both the SHA-256 of the first download is recorded in `sources.json` beside it (a line on
 stderr says so) and later downloads, and files put there by hand, are checked against it.
 
 `SAMPLECNN_MIRROR`: a base URL (http, https or file) that replaces every source, with the
 files at `<mirror>/<name>/<file name>`. `SAMPLECNN_BUNDLES`: a JSON file listing the
 user's own entries: `[{"name", "url", "sha256", "format"}]`, format `samplecnn` (this
-project's checkpoints) or `sota`, `keras`, `clmr` (optional `tags`: a preset, a list or a
+project's checkpoints) or `sota`, `keras`, `clmr`, `panns` (optional `tags`: a preset, a list or a
 file; `sample_rate`; for clmr `head_url` and `head_sha256`).
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = ["Pretrained", "SourceFile", "PRETRAINED", "list_pretrained", "get_pre
 
 MIRROR_ENV = "SAMPLECNN_MIRROR"
 BUNDLES_ENV = "SAMPLECNN_BUNDLES"
-FORMATS = ("samplecnn", "sota", "keras", "clmr")
+FORMATS = ("samplecnn", "sota", "keras", "clmr", "panns")
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60.0
 _WAIT_S = 1800.0  # another process downloading the same name is worth waiting for
@@ -56,6 +57,8 @@ _WAIT_S = 1800.0  # another process downloading the same name is worth waiting f
 SOTA_COMMIT = "36aa13b7205ff156cf4dcab60fd69957da453151"
 SOTA_HOME = "https://github.com/minzwon/sota-music-tagging-models"
 CLMR_HOME = "https://github.com/Spijkervet/CLMR"
+PANNS_HOME = "https://github.com/qiuqiangkong/audioset_tagging_cnn"
+PANNS_RECORD = "https://zenodo.org/record/3987831"
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ class SourceFile:
 
     @property
     def file_name(self) -> str:
-        return Path(urllib.parse.urlparse(self.url).path).name
+        # Zenodo's names hold "=", sent as "%3D": the file is saved under its real name.
+        return urllib.parse.unquote(Path(urllib.parse.urlparse(self.url).path).name)
 
     @property
     def integrity(self) -> str:
@@ -156,6 +160,21 @@ def _clmr(version: str, enc: str, head: str, batch_epochs: str, reported: dict) 
     )
 
 
+def _panns(model: str, file: str, mean_ap: float, convs: str) -> Pretrained:
+    return Pretrained(
+        name=f"panns-{model.lower()}",
+        description=f"PANNs' {model} ({convs}), AudioSet's 527 sound classes, any length at 32 kHz "
+                    "(Kong et al. 2020)",
+        files=(SourceFile(f"{PANNS_RECORD}/files/{urllib.parse.quote(file)}?download=1"),),
+        format="panns", tags="panns-audioset", sample_rate=32000, input_samples=320000,
+        dataset="AudioSet", reported={"map": mean_ap, "where": "PANNs README, mAP table (LeeNet24 "
+                                                               "listed as LeeNet18)"},
+        license="weights CC BY 4.0 (Zenodo record 3987831); code MIT (audioset_tagging_cnn); "
+                "AudioSet labels CC BY 4.0",
+        source=f"{PANNS_RECORD} (earlier record 3960586 holds the same names); {PANNS_HOME}",
+    )
+
+
 _BUILTIN: list[Pretrained] = [
     _sota("mtat", "sample", "0ce2469da86fddc73be75936fbcddc9471e7ce21", "sota-mtat", "MagnaTagATune",
           {"roc_auc": 0.9058, "pr_auc": 0.4422, "where": _WON2020}, _MTAT_LICENSE),
@@ -173,6 +192,8 @@ _BUILTIN: list[Pretrained] = [
           {"roc_auc": 0.887, "pr_auc": 0.356, "where": "CLMR README, pre-trained models table"}),
     _clmr("v1", "1.0/clmr_checkpoint_1550.pt", "1.0-l/finetuner_checkpoint_20.pt", "batch 48, 1,550 epochs",
           {"roc_auc": 0.8771, "pr_auc": 0.3427, "where": "CLMR README, pre-trained models table"}),
+    _panns("LeeNet11", "LeeNet11_mAP=0.266.pth", 0.266, "one conv per block"),
+    _panns("LeeNet24", "LeeNet24_mAP=0.336.pth", 0.336, "two convs per block"),
 ]
 #: The built-in registry, by name.
 PRETRAINED: dict[str, Pretrained] = {p.name: p for p in _BUILTIN}
@@ -209,12 +230,13 @@ def _bundles() -> dict[str, Pretrained]:
         if fmt == "clmr" and row.get("head_url"):
             files.append(SourceFile(_check_url(str(row["head_url"]), where),
                                     sha256=str(row.get("head_sha256") or "").lower() or None))
-        default_tags = {"sota": "sota-mtat", "keras": "keras-mtat", "clmr": "clmr-mtat"}.get(fmt)
+        default_tags = {"sota": "sota-mtat", "keras": "keras-mtat", "clmr": "clmr-mtat",
+                        "panns": "panns-audioset"}.get(fmt)
         out[name] = Pretrained(
             name=name, description=str(row.get("description") or f"{fmt} weights from {path}"),
             files=tuple(files), format=fmt, tags=None if fmt == "samplecnn" else row.get("tags", default_tags),
             sample_rate=(None if fmt == "samplecnn"
-                         else int(row.get("sample_rate") or {"sota": 16000}.get(fmt, 22050))),
+                         else int(row.get("sample_rate") or {"sota": 16000, "panns": 32000}.get(fmt, 22050))),
             # The weight shapes decide; a bundle may state it to have it checked.
             input_samples=int(row["input_samples"]) if row.get("input_samples") else None,
             dataset=str(row.get("dataset") or ""),

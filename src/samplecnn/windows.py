@@ -13,6 +13,14 @@ Under both, a clip shorter than one window gets exactly one window, zero-padded,
 every clip has a score. `max_windows` keeps only the first windows (validation scores
 the first 10 consecutive segments, as the paper's training code did).
 
+**Whole-clip grids** (`whole_clip=True`) are for models that pool over all of time
+(`ModelConfig.whole_clip`: PANNs' LeeNet), which zero padding would change (it lowers
+the mean): nothing is padded. A clip no longer than the window is one window of its own
+length (the model sees the whole clip); a longer one gets the same starts as above, and
+under "pad" its tail is one last window taken as it is, shorter than the others. Such
+windows have unequal lengths: `chunks` groups them for the batching loop, which batches
+equal lengths only (`samplecnn.inference.batching`).
+
 NumPy only: decoding worker processes import this.
 """
 from __future__ import annotations
@@ -22,19 +30,21 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["LAST_WINDOW_POLICIES", "WindowGrid"]
+__all__ = ["LAST_WINDOW_POLICIES", "WindowGrid", "chunks"]
 
 LAST_WINDOW_POLICIES = ("pad", "drop")
 
 
 @dataclass(frozen=True)
 class WindowGrid:
-    """Window length and hop in samples, the last-window policy and an optional cap."""
+    """Window length and hop in samples, the last-window policy, an optional cap, and
+    whether windows are left unpadded for a whole-clip model."""
 
     window: int
     hop: int
     last: str = "pad"
     max_windows: int | None = None
+    whole_clip: bool = False
 
     def __post_init__(self) -> None:
         if int(self.window) <= 0 or int(self.hop) <= 0:
@@ -49,7 +59,8 @@ class WindowGrid:
 
     @classmethod
     def of_seconds(cls, window: int, sample_rate: int, hop_s: float | None = None,
-                   last: str = "pad", max_windows: int | None = None) -> "WindowGrid":
+                   last: str = "pad", max_windows: int | None = None,
+                   whole_clip: bool = False) -> "WindowGrid":
         """A grid of `window` samples with a hop given in seconds (None: one window)."""
         if hop_s is None:
             hop = window
@@ -63,7 +74,7 @@ class WindowGrid:
             hop = int(round(hop_s * sample_rate))
             if hop < 1:
                 raise ValueError(f"hop must be at least one sample (1/{sample_rate} s), got {hop_s} s")
-        return cls(window, hop, last, max_windows)
+        return cls(window, hop, last, max_windows, bool(whole_clip))
 
     def starts(self, n_samples: int) -> np.ndarray:
         """int64 `(n_windows,)` window starts for a clip of `n_samples` (none if empty)."""
@@ -80,10 +91,21 @@ class WindowGrid:
             starts = starts[: self.max_windows]
         return starts
 
-    def cut(self, x: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
-        """float32 `(n_windows, window)` windows of a whole clip `x` `(n,)`, zero-padded."""
+    def lengths(self, starts: np.ndarray, n_samples: int) -> np.ndarray:
+        """int64 `(n_windows,)` samples each window holds: `window`, or for a whole-clip
+        grid what is left of the clip after its start when that is less."""
+        starts = np.asarray(starts, np.int64)
+        if not self.whole_clip:
+            return np.full(len(starts), self.window, np.int64)
+        return np.clip(int(n_samples) - starts, 1, self.window)
+
+    def cut(self, x: np.ndarray, starts: np.ndarray | None = None):
+        """float32 `(n_windows, window)` windows of a whole clip `x` `(n,)`, zero-padded;
+        for a whole-clip grid a list of `(length,)` windows, none padded."""
         x = np.asarray(x)
         starts = self.starts(len(x)) if starts is None else starts
+        if self.whole_clip:
+            return [np.array(x[s: s + ln], np.float32) for s, ln in zip(starts, self.lengths(starts, len(x)))]
         out = np.zeros((len(starts), self.window), np.float32)
         for k, s in enumerate(starts):
             part = x[s: s + self.window]
@@ -116,7 +138,29 @@ class WindowGrid:
             return
         tail = (count == 0 and total > 0) or (self.last == "pad" and next_start < total)
         if tail:
-            out = np.zeros(w, np.float32)
             part = buf[next_start - buf_start:]
+            if self.whole_clip:
+                yield next_start, np.array(part, dtype=np.float32)
+                return
+            out = np.zeros(w, np.float32)
             out[: len(part)] = part
             yield next_start, out
+
+
+def chunks(pairs: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(start, window)` pairs -> `(starts int64 (k,), windows float32 (k, length))` of at
+    most `size` consecutive windows of one length (a whole-clip grid's shorter last window
+    comes alone): the "windows" messages of `samplecnn.inference.batching`."""
+    starts: list[int] = []
+    wins: list[np.ndarray] = []
+    for start, w in pairs:
+        if wins and len(w) != len(wins[0]):
+            yield np.asarray(starts, np.int64), np.stack(wins)
+            starts, wins = [], []
+        starts.append(start)
+        wins.append(w)
+        if len(wins) == size:
+            yield np.asarray(starts, np.int64), np.stack(wins)
+            starts, wins = [], []
+    if wins:
+        yield np.asarray(starts, np.int64), np.stack(wins)

@@ -35,9 +35,10 @@ def run_list(args: argparse.Namespace) -> int:
     rows = []
     for e in entries:
         r = e.reported
-        fig = (f"{r['roc_auc']:.4f} / {r['pr_auc']:.4f}" if "roc_auc" in r else "-")
+        fig = (f"{r['roc_auc']:.4f} / {r['pr_auc']:.4f}" if "roc_auc" in r
+               else f"mAP {r['map']:.3f}" if "map" in r else "-")
         rows.append((e.name, e.dataset or "-", f"{e.sample_rate or '-'}", fig, e.files[0].url))
-    head = ("name", "trained on", "Hz", "reported ROC/PR-AUC", "source")
+    head = ("name", "trained on", "Hz", "reported ROC/PR-AUC", "source")  # mAP for AudioSet
     widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(4)]
     for row in [head] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])

@@ -5,7 +5,8 @@ files built in that layout (tests/test_importers.py):
 
 - `import_sota`: sota-music-tagging-models' `SampleCNN` and `SampleCNNSE` (`sota.py`);
 - `import_keras_h5`: the authors' Keras 1 / Keras 2 HDF5 files (`keras.py`);
-- `import_clmr`: CLMR's encoder (+ linear-evaluation head) (`clmr.py`).
+- `import_clmr`: CLMR's encoder (+ linear-evaluation head) (`clmr.py`);
+- `import_panns`: PANNs' LeeNet11 / LeeNet24 AudioSet checkpoints (`panns.py`).
 
 Tag presets are named after the source whose outputs they name (`tags.py`). The
 architecture is read from the weight shapes, so any m^n variant in these layouts converts.
@@ -21,7 +22,8 @@ from samplecnn.lazy import lazy_exports
 # torch (which the converters need).
 _EXPORTS = {
     "import_clmr": "clmr", "import_keras_h5": "keras", "keras_default_epsilon": "keras",
-    "import_sota": "sota",
+    "import_sota": "sota", "import_panns": "panns", "AUDIOSET_LABELS": "tags",
+    "audioset_labels": "tags",
     "JAMENDO_TOP50": "tags", "KERAS_MTAT_TOP50": "tags", "PRESET_ALIASES": "tags",
     "TAG_PRESETS": "tags", "preset_tags": "tags", "resolve_tags": "tags",
 }
@@ -30,7 +32,7 @@ __all__ = sorted([*_EXPORTS, "import_weights", "convert", "FORMATS"])
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-FORMATS = ("sota", "keras", "clmr")
+FORMATS = ("sota", "keras", "clmr", "panns")
 
 
 def guess_format(src: str | os.PathLike) -> str:
@@ -42,7 +44,7 @@ def guess_format(src: str | os.PathLike) -> str:
 
 def convert(src: str | os.PathLike, kind: str = "auto", *, head: str | os.PathLike | None = None,
             **kwargs):
-    """The model of public weights `src` in layout `kind` ("sota", "keras", "clmr" or
+    """The model of public weights `src` in layout `kind` ("sota", "keras", "clmr", "panns" or
     "auto": clmr with a `head`, else by extension, .h5/.hdf5/.keras = keras, else sota). `head`: CLMR's
     linear-evaluation file. Other keyword arguments go to the converter; None values are
     dropped so that each converter's defaults apply."""
@@ -53,6 +55,10 @@ def convert(src: str | os.PathLike, kind: str = "auto", *, head: str | os.PathLi
         raise ValueError("--head is for CLMR weights only (their linear-evaluation checkpoint)")
     if kind != "keras":
         kwargs.pop("flip", None)
+    if kind == "panns":
+        from .panns import import_panns
+
+        return import_panns(src, **kwargs)
     if kind == "keras":
         from .keras import import_keras_h5
 

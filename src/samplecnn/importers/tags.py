@@ -6,14 +6,17 @@ what is special about a source.
 """
 from __future__ import annotations
 
+import csv
+import io
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 from samplecnn.data.msd import MSD_TOP50
 from samplecnn.data.mtat import MTAT_TOP50
 
-__all__ = ["TAG_PRESETS", "PRESET_ALIASES", "JAMENDO_TOP50", "KERAS_MTAT_TOP50", "preset_tags",
-           "resolve_tags"]
+__all__ = ["TAG_PRESETS", "PRESET_ALIASES", "AUDIOSET_LABELS", "JAMENDO_TOP50", "KERAS_MTAT_TOP50",
+           "audioset_labels", "preset_tags", "resolve_tags"]
 
 #: jongpillee/music_dataset_split `MTAT_split/top50_tags.txt`, the columns the authors'
 #: Keras weights were trained on (names de-camel-cased): as MTAT_TOP50 but with
@@ -37,6 +40,22 @@ JAMENDO_TOP50 = sorted([
     "mood/theme---film", "genre---triphop", "genre---jazz", "genre---funk", "mood/theme---relaxing",
 ])
 
+
+def audioset_labels() -> list[str]:
+    """The 527 AudioSet display names in PANNs' output order, from the packaged
+    `audioset/class_labels_indices.csv` (columns index, mid, display_name; names hold
+    commas, hence the csv module). CC BY 4.0, Gemmeke et al. 2017: see the README beside it."""
+    text = resources.files("samplecnn.importers").joinpath("audioset/class_labels_indices.csv") \
+        .read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if [int(r["index"]) for r in rows] != list(range(len(rows))):
+        raise ValueError("the packaged AudioSet label file is out of order")  # a packaging bug
+    return [r["display_name"] for r in rows]
+
+
+#: PANNs' 527 outputs (`audioset_labels()`).
+AUDIOSET_LABELS = audioset_labels()
+
 TAG_PRESETS: dict[str, list[str]] = {
     # sota-music-tagging-models: split/mtat/tags.npy (= the data reader's order).
     "sota-mtat": list(MTAT_TOP50),
@@ -48,6 +67,8 @@ TAG_PRESETS: dict[str, list[str]] = {
     # CLMR fine-tunes on the pons2017 split of musicnn-training, whose label order is
     # musicnn's MTT_LABELS (= the data reader's order).
     "clmr-mtat": list(MTAT_TOP50),
+    # PANNs (audioset_tagging_cnn): metadata/class_labels_indices.csv, AudioSet's order.
+    "panns-audioset": AUDIOSET_LABELS,
 }
 #: Older names: `mtat` and `msd` are the data readers' lists; `mtat-sota` was the name of
 #: what is now `keras-mtat` (it was wrongly attributed to sota).

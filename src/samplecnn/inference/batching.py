@@ -11,7 +11,12 @@ source is anything with a hashable key; its windows arrive as messages, in order
 
 Windows are batched across sources in arrival order; a full batch runs as soon as it is
 full, a partial one when the producer goes IDLE or ends. What is in flight is bounded by
-the batch size and the producer, never by a source's length. NumPy only.
+the batch size and the producer, never by a source's length.
+
+Windows of a whole-clip model's grid (`samplecnn.windows`) may differ in length (a clip
+shorter than the window, a longer clip's unpadded tail); a batch holds one length only:
+pending windows are kept per length, and when `batch_size` windows wait in all, the
+length whose oldest window came first runs (so in flight stays bounded). NumPy only.
 """
 from __future__ import annotations
 
@@ -38,6 +43,15 @@ class Scored:
 
 
 @dataclass
+class _Pending:
+    """Windows of one length waiting for a batch; `first`: arrival order of the oldest."""
+
+    first: int
+    x: list = field(default_factory=list)
+    owners: list = field(default_factory=list)
+
+
+@dataclass
 class _Source:
     starts: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
@@ -55,20 +69,29 @@ def score_messages(messages: Iterable[tuple], compute: Callable[[np.ndarray], np
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     sources: dict[Hashable, _Source] = {}
-    pend_x: list[np.ndarray] = []
-    pend_owner: list[tuple[Hashable, int]] = []  # (key, window ordinal in its source)
+    # Per window length: queued arrays and their owners (key, window ordinal in its source).
+    pending: dict[int, _Pending] = {}
 
-    def run(n: int) -> None:
-        nonlocal pend_x, pend_owner
-        x = np.concatenate(pend_x) if len(pend_x) > 1 else pend_x[0]
-        owners, pend_owner = pend_owner[:n], pend_owner[n:]
-        pend_x = [x[n:]] if len(x) > n else []
+    def waiting() -> int:
+        return sum(len(p.owners) for p in pending.values())
+
+    def run(width: int, n: int) -> None:
+        pend = pending[width]
+        x = np.concatenate(pend.x) if len(pend.x) > 1 else pend.x[0]
+        owners, pend.owners = pend.owners[:n], pend.owners[n:]
+        pend.x = [x[n:]] if len(x) > n else []
+        if not pend.owners:
+            del pending[width]
         out = np.asarray(compute(x[:n]), dtype=np.float32)
         for (key, k), row in zip(owners, out):
             src = sources.get(key)
             if src is not None:  # None: the source failed after these windows were queued
                 src.outputs[k] = row
                 src.computed += 1
+
+    def run_oldest(limit: int) -> None:
+        width = min(pending, key=lambda w: pending[w].first)
+        run(width, min(len(pending[width].owners), limit))
 
     def finished() -> Iterator[Scored]:
         for key in [k for k, s in sources.items() if s.done and s.computed == s.received]:
@@ -77,12 +100,14 @@ def score_messages(messages: Iterable[tuple], compute: Callable[[np.ndarray], np
             outputs = np.stack([src.outputs[k] for k in range(src.received)]) if src.received else None
             yield Scored(key, src.info, starts, outputs)
 
+    seq = 0
     try:
         for msg in messages:
             kind = msg[0]
             if kind == "idle":
-                if pend_owner:
-                    run(len(pend_owner))
+                if pending:
+                    while pending:
+                        run_oldest(batch_size)
                     yield from finished()
                 continue
             key = msg[1]
@@ -90,28 +115,38 @@ def score_messages(messages: Iterable[tuple], compute: Callable[[np.ndarray], np
                 src = sources.setdefault(key, _Source())
                 starts, wins = msg[2], msg[3]
                 src.starts.append(starts)
-                pend_x.append(wins)
-                pend_owner.extend((key, src.received + j) for j in range(len(wins)))
+                if len(wins) == 0:
+                    continue
+                seq += 1
+                pend = pending.setdefault(wins.shape[1], _Pending(first=seq))
+                pend.x.append(wins)
+                pend.owners.extend((key, src.received + j) for j in range(len(wins)))
                 src.received += len(wins)
-                while len(pend_owner) >= batch_size:
-                    run(batch_size)
+                while waiting() >= batch_size:
+                    run_oldest(batch_size)
             elif kind == "done":
                 src = sources.setdefault(key, _Source())
                 src.done = True
                 src.info = msg[2]
             elif kind == "error":
                 sources.pop(key, None)
-                keep = [i for i, o in enumerate(pend_owner) if o[0] != key]
-                if len(keep) < len(pend_owner):
-                    x = np.concatenate(pend_x)
-                    pend_x = [x[keep]] if keep else []
-                    pend_owner = [pend_owner[i] for i in keep]
+                for width in list(pending):
+                    pend = pending[width]
+                    keep = [i for i, o in enumerate(pend.owners) if o[0] != key]
+                    if len(keep) == len(pend.owners):
+                        continue
+                    if not keep:
+                        del pending[width]
+                        continue
+                    x = np.concatenate(pend.x)
+                    pend.x = [x[keep]]
+                    pend.owners = [pend.owners[i] for i in keep]
                 yield Scored(key, {}, None, None, error=msg[2])
             else:
                 raise ValueError(f"unknown message kind {kind!r}")
             yield from finished()
-        while pend_owner:
-            run(min(len(pend_owner), batch_size))
+        while pending:
+            run_oldest(batch_size)
         yield from finished()
     finally:
         close = getattr(messages, "close", None)

@@ -1,7 +1,8 @@
 """The one ONNX exporter and the one ONNX Runtime session helper.
 
 Two graphs are exported from a `SampleCNN`, both taking raw audio windows at the model's
-rate, `audio` float32 `(batch, input_samples)` (dynamic batch):
+rate, `audio` float32 `(batch, input_samples)` (dynamic batch; a whole-clip model's graph,
+LeeNet's, has a dynamic time axis too, `(batch, samples)`):
 
 - ``"scores"``: outputs `logits` and `scores` (sigmoid), both `(batch, n_tags)`: what
   `samplecnn export` writes and what the ONNX Runtime runner scores with;
@@ -10,7 +11,8 @@ rate, `audio` float32 `(batch, input_samples)` (dynamic batch):
 
 Everything a user needs to feed a graph right travels in its metadata (`metadata_props`):
 `samplecnn.tags` (JSON list, output order), `samplecnn.sample_rate`,
-`samplecnn.input_samples`, `samplecnn.model_config` (JSON), `samplecnn.format` (1),
+`samplecnn.input_samples`, `samplecnn.whole_clip` ("1": any length is taken, scored on
+unpadded windows), `samplecnn.model_config` (JSON), `samplecnn.format` (1),
 `samplecnn.graph` ("scores" or "embeddings") and `samplecnn.input` (a one-line
 description); a model with fitted decision thresholds adds `samplecnn.thresholds` (JSON
 list of floats in tag order: decide a tag when its score is at or above its threshold)
@@ -88,25 +90,31 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
         raise ValueError("refusing to export a model without tag names (config.tags is None)")
     model = model.eval().float().cpu()
     names = output_names(model, graph)
+    audio_axes = {0: "batch", 1: "samples"} if cfg.whole_clip else {0: "batch"}
+    # A whole-clip graph is length-generic: traced on a short input (10 s of LeeNet is slow).
+    trace_samples = min(cfg.input_samples, 3 ** 9) if cfg.whole_clip else cfg.input_samples
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: the dynamo one needs onnxscript (not a dependency) and
         # gives nothing more for this convolutional graph. Its deprecation notice and the
         # tracer's warnings about the constant input-shape checks are expected.
         warnings.simplefilter("ignore")
-        torch.onnx.export(_wrapped(model, graph), (torch.zeros(2, cfg.input_samples),), buf,
+        torch.onnx.export(_wrapped(model, graph), (torch.zeros(2, trace_samples),), buf,
                           input_names=["audio"], output_names=names,
-                          dynamic_axes={"audio": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                          dynamic_axes={"audio": audio_axes, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
+    samples = (f"samples: any length, {cfg.input_samples} in training; longer clips in windows "
+               "of that length" if cfg.whole_clip else cfg.input_samples)
     meta = {**_threshold_meta(getattr(model, "thresholds", None)),
         "samplecnn.format": str(META_FORMAT),
         "samplecnn.graph": graph,
         "samplecnn.tags": json.dumps(list(cfg.tags), ensure_ascii=False),
         "samplecnn.sample_rate": str(int(cfg.sample_rate)),
         "samplecnn.input_samples": str(int(cfg.input_samples)),
+        "samplecnn.whole_clip": "1" if cfg.whole_clip else "0",
         "samplecnn.model_config": json.dumps(cfg.to_dict(), ensure_ascii=False),
-        "samplecnn.input": (f"audio: float32 (batch, {cfg.input_samples}) mono waveform at "
+        "samplecnn.input": (f"audio: float32 (batch, {samples}) mono waveform at "
                             f"{cfg.sample_rate} Hz, no normalisation; scores = sigmoid(logits)"),
     }
     del proto.metadata_props[:]
@@ -206,6 +214,7 @@ def read_metadata(source: str | os.PathLike | bytes) -> dict:
             "model_config": json.loads(props.get("samplecnn.model_config", "null")),
             "format": int(props.get("samplecnn.format", "1")),
             "graph": props.get("samplecnn.graph", "scores"),
+            "whole_clip": props.get("samplecnn.whole_clip", "0") == "1",
             "outputs": [o.name for o in proto.graph.output],
             "thresholds": _thresholds_from_props(props, tags),
         }

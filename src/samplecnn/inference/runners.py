@@ -1,6 +1,7 @@
 """Model runners: the one interface every scorer calls, whatever runs the model.
 
-A runner takes float32 windows `(B, input_samples)` at the model's rate (NumPy) and
+A runner takes float32 windows `(B, input_samples)` (a whole-clip model, `whole_clip`:
+`(B, any length >= 1)`) at the model's rate (NumPy) and
 returns logits `(B, n_tags)` (`logits`) or one layer's pooled embedding `(B, C)`
 (`embed`). Runners are named by what runs the model:
 
@@ -60,6 +61,7 @@ class Runner:
     sample_rate: int
     input_samples: int
     layer_names: list[str]
+    whole_clip: bool = False  # the model takes windows of any length (LeeNet)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """float32 `(B, input_samples)` -> float32 logits `(B, n_tags)`."""
@@ -78,6 +80,10 @@ class Runner:
 
     def _windows(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.whole_clip:
+            if x.ndim != 2 or x.shape[1] < 1:
+                raise ValueError(f"expected windows of shape (batch, samples >= 1), got {x.shape}")
+            return x
         if x.ndim != 2 or x.shape[1] != self.input_samples:
             raise ValueError(f"expected windows of shape (batch, {self.input_samples}), got {x.shape}")
         return x
@@ -90,6 +96,7 @@ def _meta_from_config(runner: Runner, config) -> None:
     runner.tags = list(config.tags)
     runner.sample_rate = int(config.sample_rate)
     runner.input_samples = int(config.input_samples)
+    runner.whole_clip = bool(config.whole_clip)
 
 
 class TorchRunner(Runner):
@@ -142,6 +149,7 @@ class OrtRunner(Runner):
         self.sample_rate = int(meta["sample_rate"])
         self.input_samples = int(meta["input_samples"])
         self.config = meta.get("model_config")
+        self.whole_clip = bool(meta.get("whole_clip"))
         self._scores = session(scores_graph, threads, spin, providers)
         self._embeddings_graph = embeddings_graph  # a path, or a callable making one
         self._embed_session = None
@@ -161,7 +169,7 @@ class OrtRunner(Runner):
         _meta_from_config(probe, config)
         meta = {"tags": probe.tags, "sample_rate": probe.sample_rate,
                 "input_samples": probe.input_samples, "model_config": config.to_dict(),
-                "layer_names": list(model.layer_names)}
+                "layer_names": list(model.layer_names), "whole_clip": config.whole_clip}
         th = getattr(model, "thresholds", None)
         meta["thresholds"] = None if th is None else th.to_dict()
         runner = cls(cached_graph(model, "scores"), meta, lambda: cached_graph(model, "embeddings"),

@@ -3,6 +3,11 @@
 A `ModelConfig` is what a checkpoint stores and what the registry hands out. The derived
 quantities of the m^n-DCNN (frames, first-layer filter, channel widths) are properties
 computed from `m`, `n` and `input_samples`, so a config can never disagree with itself.
+
+Two architectures share the config and the builder (`arch`): "mn", the m^n-DCNN on
+segments of exactly `input_samples`, and "leenet", PANNs' LeeNet11/LeeNet24 (Kong et al.
+2020), the same stack of 3-wide convs with padded pooling and a max+mean head, which
+pools over all of time and so takes any length (`whole_clip`).
 """
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+ARCHS = ("mn", "leenet")
 FRONTENDS = ("raw", "mel")
 BLOCKS = ("basic", "se", "rese2", "resse")
+LEENET_BLOCKS = ("leenet", "leenet2")
 CLASSIFIERS = ("linear", "mlp")
 
 
@@ -30,12 +37,18 @@ def authors_channels(n: int) -> list[int]:
 
 @dataclass
 class ModelConfig:
-    """Architecture of one m^n-DCNN (sample-level or frame-level) model.
+    """Architecture of one m^n-DCNN (sample-level or frame-level) or LeeNet model.
 
     Attributes:
-        m: filter and pooling length of every pooled module.
-        n: number of pooled modules.
-        input_samples: segment length in samples; must be a multiple of m**n.
+        arch: "mn" (the m^n-DCNN: segments of exactly `input_samples`) or "leenet" (PANNs'
+            LeeNet: the front end is conv(3, stride 3, padding 1, no bias) -> BN -> ReLU,
+            each pooled module conv(3, padding 1, no bias) -> BN -> ReLU (twice for block
+            "leenet2") -> max-pool(3, padding 1), the head max + mean over time -> dropout
+            -> Linear -> ReLU (PANNs' fc1, the `features` layer); it takes any length, and
+            `input_samples` is its training window).
+        m: filter and pooling length of every pooled module (3 for LeeNet).
+        n: number of pooled modules (after the front end; 8 for LeeNet).
+        input_samples: segment length in samples; for "mn" a multiple of m**n.
         sample_rate: the rate, in Hz, that the model expects its input at.
         n_tags: number of output logits.
         tags: tag names in output order, or None when unknown.
@@ -45,7 +58,9 @@ class ModelConfig:
             "rese2" (two convs with a residual connection and SE, Kim et al. 2018) or
             "resse" (sota-music-tagging-models' ResSE_1d in every layer: the strided front
             end, the pooled modules and the unpooled head conv are each conv-BN-ReLU-conv-BN
-            -SE plus a residual, a k-wide conv + BN where the stride or width changes).
+            -SE plus a residual, a k-wide conv + BN where the stride or width changes);
+            for arch "leenet": "leenet" (one conv per module, LeeNetConvBlock) or "leenet2"
+            (two, LeeNetConvBlock2).
         multi_level: replace the 1x1-conv head by the multi-level head (global max-pool
             of the last three blocks, concatenated, FC-BN-ReLU-dropout-FC).
         frontend_channels: output channels of the strided conv (raw front end).
@@ -58,13 +73,17 @@ class ModelConfig:
         width: multiplier applied to every width above (for small CPU models).
         classifier: the output layer: "linear" (dropout -> Linear) or "mlp" (Linear ->
             BN -> ReLU -> dropout -> Linear, hidden width = features; sota's SampleCNNSE).
-        dropout: dropout before the output layer (inside the MLP for "mlp").
-        block_dropout: dropout between the two convs of a ReSE-2 block.
+        dropout: dropout before the output layer (inside the MLP for "mlp"; for LeeNet
+            before fc1, the output layer then follows fc1 directly, as in PANNs).
+        block_dropout: dropout between the two convs of a ReSE-2 block; for LeeNet after
+            the front end and every pooled module but the last.
+        last_pool: LeeNet only: whether the last module pools (LeeNet24's does not).
         se_reduction: channel reduction of the squeeze-excitation bottleneck.
         bn_eps: BatchNorm epsilon (1e-5 in the authors' release).
         n_mels, f_min, f_max, log_offset: mel front end settings (f_max None = Nyquist).
     """
 
+    arch: str = "mn"
     m: int = 3
     n: int = 9
     input_samples: int = 59049
@@ -89,6 +108,7 @@ class ModelConfig:
     f_min: float = 0.0
     f_max: float | None = None
     log_offset: float = 1e-6
+    last_pool: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,19 +116,31 @@ class ModelConfig:
 
     # -- derived quantities ------------------------------------------------------
     @property
+    def whole_clip(self) -> bool:
+        """The model pools over all of time and takes any length (LeeNet): it is scored
+        on unpadded windows (`windows.WindowGrid(..., whole_clip=True)`)."""
+        return self.arch == "leenet"
+
+    @property
     def frames(self) -> int:
-        """Frames the first layer produces: m**n."""
+        """Frames the first layer produces from `input_samples`: m**n (LeeNet: ceil(L/m))."""
+        if self.arch == "leenet":
+            return -(-self.input_samples // self.m)
         return self.m**self.n
 
     @property
     def first_filter(self) -> int:
         """Filter length = stride of the first layer (window = hop for mel)."""
+        if self.arch == "leenet":
+            return self.m
         return self.input_samples // self.frames
 
     @property
     def layers(self) -> int:
-        """Layers up to the output layer: 1 front end + n modules + 1 head layer."""
-        return self.n + 2
+        """Layers up to the output layer: 1 front end + n modules + 1 head layer (LeeNet24:
+        two convs per module and front end)."""
+        convs = 2 if self.block == "leenet2" else 1
+        return convs * (self.n + 1) + 1 if self.arch == "leenet" else self.n + 2
 
     @property
     def level(self) -> str:
@@ -117,6 +149,8 @@ class ModelConfig:
 
     @property
     def family(self) -> str:
+        if self.arch == "leenet":
+            return "leenet raw whole-clip"
         if self.frontend == "mel":
             base = "frame-level mel"
         else:
@@ -151,10 +185,17 @@ class ModelConfig:
 
     # -- checks and serialisation ------------------------------------------------
     def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.m < 2:
             raise ValueError(f"m must be at least 2, got {self.m}")
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.arch == "leenet":
+            self._validate_leenet()
+            return
+        if not self.last_pool:
+            raise ValueError("last_pool=False is for arch 'leenet' only")
         if self.input_samples % self.frames:
             raise ValueError(
                 f"input_samples={self.input_samples} is not a multiple of m**n={self.frames}"
@@ -162,13 +203,11 @@ class ModelConfig:
         if self.frontend not in FRONTENDS:
             raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
         if self.block not in BLOCKS:
-            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+            raise ValueError(f"block must be one of {BLOCKS} (arch 'mn'), got {self.block!r}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
         if self.block == "resse" and (self.frontend != "raw" or self.multi_level):
             raise ValueError("block 'resse' needs the raw front end and the conv head")
-        if self.channels is not None and len(self.channels) != self.n:
-            raise ValueError(f"channels has {len(self.channels)} entries, expected n={self.n}")
         # More padding than half a filter would add a frame and break the m**n grid.
         if self.frontend_padding < 0 or 2 * self.frontend_padding >= self.first_filter:
             raise ValueError(
@@ -178,6 +217,11 @@ class ModelConfig:
             raise ValueError(f"head_kernel must be a positive odd number, got {self.head_kernel}")
         if self.multi_level and self.n < 3:
             raise ValueError("the multi-level head needs at least 3 modules (n >= 3)")
+        self._validate_common()
+
+    def _validate_common(self) -> None:
+        if self.channels is not None and len(self.channels) != self.n:
+            raise ValueError(f"channels has {len(self.channels)} entries, expected n={self.n}")
         if self.tags is not None:
             if len(self.tags) != self.n_tags:
                 raise ValueError(f"{len(self.tags)} tag names given for n_tags={self.n_tags}")
@@ -187,6 +231,23 @@ class ModelConfig:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.block_dropout < 1.0:
+            raise ValueError(f"block_dropout must be in [0, 1), got {self.block_dropout}")
+
+    def _validate_leenet(self) -> None:
+        # LeeNet is PANNs' layout: only the settings PANNs varies are free.
+        if self.block not in LEENET_BLOCKS:
+            raise ValueError(f"arch 'leenet' needs block one of {LEENET_BLOCKS}, got {self.block!r}")
+        if self.frontend != "raw" or self.multi_level or self.classifier != "linear" or self.head_kernel != 1:
+            raise ValueError("arch 'leenet' has the raw front end, the max+mean head and a linear "
+                             "output layer (frontend='raw', multi_level=False, classifier='linear', "
+                             "head_kernel=1)")
+        if self.m != 3 or self.frontend_padding != 1:
+            raise ValueError("arch 'leenet' has 3-wide convs and pools with padding 1 "
+                             "(m=3, frontend_padding=1)")
+        if self.input_samples < 1:
+            raise ValueError(f"input_samples must be positive, got {self.input_samples}")
+        self._validate_common()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict; `ModelConfig.from_dict(c.to_dict()) == c`."""

@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["fold_bn", "FusedConv", "FusedRawFrontend", "FusedMelFrontend", "FusedBasicBlock",
-           "FusedReSE2Block", "FusedResSEBlock", "FusedBlockHead", "FusedConvHead", "FusedMultiLevelHead", "pool_time", "to_channels_last"]
+           "FusedReSE2Block", "FusedResSEBlock", "FusedBlockHead", "FusedConvHead", "FusedMultiLevelHead", "FusedLeeNetBlock", "FusedLeeNetHead", "pool_time",
+           "pool_time_padded", "to_channels_last"]
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -119,6 +120,25 @@ def pool_time(h: torch.Tensor, m: int) -> torch.Tensor:
         rows = rows.contiguous()
     out = rows[:, :, : t_out * m].reshape(b, t_out, m, c).amax(dim=2)
     return out.reshape(b, 1, t_out, c).permute(0, 3, 1, 2)
+
+
+def pool_time_padded(h: torch.Tensor, m: int) -> torch.Tensor:
+    """`F.max_pool1d(kernel m, padding m // 2)` (ceil(T / m) steps) of a channels-last
+    `(B, C, 1, T)` of values >= 0 (after a ReLU).
+
+    The pool's implicit padding is -inf; on values >= 0, in windows that each hold at
+    least one real value, zeros give the same maxima, so the padded input goes through
+    `pool_time`.
+    """
+    t = h.shape[-1]
+    left = m // 2
+    t_out = (t + 2 * left - m) // m + 1
+    right = t_out * m - t - left
+    if right < 0:
+        h = h[..., : t + right]
+        right = 0
+    h = F.pad(h, (left, right)).contiguous(memory_format=torch.channels_last)
+    return pool_time(h, m)
 
 
 def to_channels_last(h: torch.Tensor) -> torch.Tensor:
@@ -249,3 +269,48 @@ class FusedMultiLevelHead(nn.Module):
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         pooled = torch.cat([b.amax(dim=(2, 3)) for b in blocks[-3:]], dim=1)
         return F.relu(self.fc(pooled))[:, :, None, None]
+
+
+class FusedLeeNetBlock(nn.Module):
+    """A LeeNet module with its BNs folded and ReLUs fused; dropout is a no-op in eval. The
+    front end (1 input channel) takes `(B, 1, T)` audio; the others channels-last."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.from_audio = block.conv1.in_channels == 1
+        if self.from_audio and block.conv1.stride[0] == block.conv1.kernel_size[0]:
+            self.conv1: nn.Module = FusedRawFrontend(block.conv1, block.bn1, dtype)
+        else:
+            self.conv1 = FusedConv(block.conv1, block.bn1, relu=True, dtype=dtype)
+            if self.from_audio:
+                self.conv1 = nn.Sequential(_ToChannelsLast(dtype), self.conv1)
+        self.conv2 = FusedConv(block.conv2, block.bn2, relu=True, dtype=dtype) if block.convs == 2 else None
+        self.pool = bool(block.pool)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(h)
+        if self.conv2 is not None:
+            h = self.conv2(h)
+        return pool_time_padded(h, 3) if self.pool else h
+
+
+class _ToChannelsLast(nn.Module):
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_channels_last(x.to(self.dtype))
+
+
+class FusedLeeNetHead(nn.Module):
+    """Max + mean over time -> fc1 -> ReLU, on channels-last `(B, C, 1, T)`; `(B, F, 1, 1)`."""
+
+    def __init__(self, fc1: nn.Linear, dtype: torch.dtype):
+        super().__init__()
+        self.fc1 = copy.deepcopy(fc1).float().eval()
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        h = blocks[-1].float()
+        pooled = h.amax(dim=(2, 3)) + h.mean(dim=(2, 3))
+        return F.relu(self.fc1(pooled))[:, :, None, None]

@@ -278,6 +278,70 @@ class MultiLevelHead(nn.Module):
         return fused.FusedMultiLevelHead(self.fc, self.bn, dtype)
 
 
+class LeeNetBlock(nn.Module):
+    """PANNs' LeeNetConvBlock (`convs=1`) / LeeNetConvBlock2 (`convs=2`): conv(3, `stride`,
+    padding 1, no bias) -> BN -> ReLU [-> conv(3, padding 1, no bias) -> BN -> ReLU], then
+    max-pool(3, padding 1) when `pool`, then dropout. Attribute names follow PANNs
+    (`conv1`, `bn1`, `conv2`, `bn2`).
+
+    Shapes: `(B, C_in, T)` -> `(B, C_out, T')`, T' = ceil(T / stride), then ceil(T' / 3)
+    when pooled: any length >= 1 stays >= 1.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, pool: bool = True, convs: int = 1,
+                 dropout: float = 0.0, bn_eps: float = 1e-5):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        if convs == 2:
+            self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.convs = convs
+        self.pool = pool
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        if self.convs == 2:
+            x = F.relu(self.bn2(self.conv2(x)))
+        if self.pool:
+            x = F.max_pool1d(x, kernel_size=3, padding=1)
+        return self.drop(x)
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedLeeNetBlock(self, dtype)
+
+
+class LeeNetHead(nn.Module):
+    """PANNs' LeeNet head: max + mean over time -> dropout -> fc1 -> ReLU (the embedding).
+
+    Shapes: blocks' outputs, the last `(B, C, T)` -> `(B, features, 1)`.
+    """
+
+    def __init__(self, c_in: int, features: int, dropout: float = 0.5):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(c_in, features)
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        h = blocks[-1]
+        pooled = h.amax(dim=-1) + h.mean(dim=-1)
+        return F.relu(self.fc1(self.dropout(pooled))).unsqueeze(-1)
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return fused.FusedLeeNetHead(self.fc1, dtype)
+
+
+def xavier_uniform_(module: nn.Module) -> None:
+    """PANNs' initialisation (`init_layer`, `init_bn`): Xavier-uniform weights, zero
+    biases; BatchNorm keeps its ones/zeros."""
+    for mod in module.modules():
+        if isinstance(mod, (nn.Conv1d, nn.Linear)):
+            nn.init.xavier_uniform_(mod.weight)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+
+
 def he_uniform_(module: nn.Module) -> None:
     """He-uniform weights (Keras `he_uniform`: U(+-sqrt(6 / fan_in))), zero biases.
 

@@ -8,7 +8,9 @@ row in a table, never a copy of a network. Names are stable and shell-friendly:
 - `samplecnn`: the paper's 3^9 model (= `m3n9_59049`), and its follow-ups
   `samplecnn_se`, `samplecnn_rese2`, `samplecnn_ml`, `samplecnn_se_ml`, `samplecnn_rese2_ml`;
 - `mel_f{frame}`: the frame-level mel-spectrogram baselines on 59,049-sample segments;
-- `*_small`: narrow 16 kHz models sized for CPU training (the offline demo).
+- `*_small`: narrow 16 kHz models sized for CPU training (the offline demo);
+- `leenet11`, `leenet24`: PANNs' LeeNets (the m^n-DCNN as Kong et al. 2020 trained it on
+  AudioSet: 32 kHz, 10 s windows, scored on whole clips).
 """
 from __future__ import annotations
 
@@ -87,6 +89,16 @@ def _register_defaults() -> None:
                    n=5, **small)
     register_model("melcnn_small", "frame-level log-mel (frame 81, 64 bands) 3^5, quarter width, 16 kHz",
                    None, n=5, frontend="mel", n_mels=64, **small)
+    # PANNs (Kong et al. 2020, pytorch/models.py): 32 kHz, 10 s training windows.
+    leenet = dict(arch="leenet", m=3, n=8, input_samples=320000, sample_rate=32000, frontend_padding=1)
+    register_model("leenet11", "PANNs' LeeNet11: 9 conv blocks 64..256, max+mean head, fc1 512 "
+                   "(AudioSet mAP 0.266)", None, block="leenet", frontend_channels=64,
+                   channels=[64, 64, 128, 128, 128, 128, 128, 256], features=512, dropout=0.5,
+                   block_dropout=0.0, **leenet)
+    register_model("leenet24", "PANNs' LeeNet24: 9 double-conv blocks 64..1024, max+mean head, "
+                   "fc1 1024 (AudioSet mAP 0.336)", None, block="leenet2", frontend_channels=64,
+                   channels=[96, 128, 128, 256, 256, 512, 512, 1024], features=1024, dropout=0.5,
+                   block_dropout=0.1, last_pool=False, **leenet)
 
 
 _register_defaults()

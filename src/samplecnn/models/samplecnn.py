@@ -2,7 +2,8 @@
 
 Lee, Park, Kim and Nam, "Sample-level Deep Convolutional Neural Networks for Music
 Auto-tagging Using Raw Waveforms", SMC 2017; SE / ReSE-2 / multi-level from Kim, Lee
-and Nam, ICASSP 2018. Layer tables: `../shared/docs/paper-notes.md` and the README.
+and Nam, ICASSP 2018; LeeNet11 / LeeNet24 as PANNs builds them (Kong et al. 2020,
+`arch="leenet"`). Layer tables: `../shared/docs/paper-notes.md` and the README.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch
 from torch import nn
 
 from .config import ConfigInfo, ModelConfig
-from .layers import (BasicBlock, BlockHead, ConvHead, MelFrontend, MLPClassifier, MultiLevelHead,
-                     RawFrontend, ReSE2Block, ResSEBlock, ResSEFrontend, he_uniform_)
+from .layers import (BasicBlock, BlockHead, ConvHead, LeeNetBlock, LeeNetHead, MelFrontend,
+                     MLPClassifier, MultiLevelHead, RawFrontend, ReSE2Block, ResSEBlock,
+                     ResSEFrontend, he_uniform_, xavier_uniform_)
 
 
 class LayerStack(ConfigInfo):
@@ -51,7 +53,8 @@ class LayerStack(ConfigInfo):
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, 1, input_samples)` -> penultimate features `(B, features, 1)`."""
+        """`(B, 1, input_samples)` (whole-clip models: any length) -> penultimate features
+        `(B, features, 1)`."""
         return self._as_output(self._run(x)["features"])
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -104,6 +107,9 @@ class SampleCNN(LayerStack, nn.Module):
         # Per-tag decision thresholds (`samplecnn.thresholds.Thresholds`), not weights:
         # `load_model` sets them from the checkpoint; checkpoints and exports carry them.
         self.thresholds = None
+        if config.arch == "leenet":
+            self._build_leenet(config)
+            return
         c = config
         if c.frontend == "mel":
             self.frontend: nn.Module = MelFrontend(
@@ -143,6 +149,25 @@ class SampleCNN(LayerStack, nn.Module):
             self.dropout = nn.Dropout(c.dropout)
             self.fc = nn.Linear(c.feature_width, c.n_tags)
         he_uniform_(self)
+
+    def _build_leenet(self, c: ModelConfig) -> None:
+        """PANNs' LeeNet11 / LeeNet24: `frontend` is PANNs' conv_block1, `blocks[i]` its
+        conv_block{i+2}, `head.fc1` its fc1 (the `features` layer) and `fc` its
+        fc_audioset; no dropout between fc1 and the output layer, as in PANNs."""
+        convs = 2 if c.block == "leenet2" else 1
+        self.frontend = LeeNetBlock(1, c.frontend_width, stride=c.m, pool=False, convs=convs,
+                                    dropout=c.block_dropout, bn_eps=c.bn_eps)
+        blocks, c_in = [], c.frontend_width
+        for i, c_out in enumerate(c.block_channels):
+            last = i == c.n - 1
+            blocks.append(LeeNetBlock(c_in, c_out, pool=c.last_pool or not last, convs=convs,
+                                      dropout=0.0 if last else c.block_dropout, bn_eps=c.bn_eps))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.head = LeeNetHead(c_in, c.feature_width, c.dropout)
+        self.dropout = nn.Identity()
+        self.fc = nn.Linear(c.feature_width, c.n_tags)
+        xavier_uniform_(self)
 
     # -- metadata ------------------------------------------------------------------
     def layer_width(self, name: str) -> int:
@@ -205,14 +230,17 @@ class FusedSampleCNN(LayerStack, nn.Module):
 # The input / layer / pool checks of the forward contract, shared with the inference
 # runners (samplecnn.inference) so that every path refuses bad input alike.
 def check_audio(config: ModelConfig, x: torch.Tensor) -> torch.Tensor:
-    """`(B, n)` or `(B, 1, n)` -> `(B, 1, n)`; ValueError quoting the shape otherwise."""
+    """`(B, n)` or `(B, 1, n)` -> `(B, 1, n)`; ValueError quoting the shape otherwise.
+    n is `input_samples`, or any length >= 1 for a whole-clip model."""
     if x.dim() == 2:
         x = x.unsqueeze(1)
+    n = "samples" if config.whole_clip else config.input_samples
     if x.dim() != 3 or x.shape[1] != 1:
-        raise ValueError(
-            f"expected audio of shape (batch, 1, {config.input_samples}) or "
-            f"(batch, {config.input_samples}), got {tuple(x.shape)}"
-        )
+        raise ValueError(f"expected audio of shape (batch, 1, {n}) or (batch, {n}), got {tuple(x.shape)}")
+    if config.whole_clip:
+        if x.shape[-1] < 1:
+            raise ValueError("expected at least one sample per clip, got 0")
+        return x
     if x.shape[-1] != config.input_samples:
         raise ValueError(
             f"expected {config.input_samples} samples per segment "
@@ -233,6 +261,8 @@ def check_pool(pool: str) -> None:
 
 def count_flops(c: ModelConfig) -> int:
     """Forward FLOPs of one input, from the config alone (see `SampleCNN.flops`)."""
+    if c.arch == "leenet":
+        return _leenet_flops(c)
     macs = 0
     t = c.frames
     if c.frontend == "mel":
@@ -269,4 +299,19 @@ def count_flops(c: ModelConfig) -> int:
     if c.classifier == "mlp":
         macs += c.feature_width * c.feature_width
     macs += c.feature_width * c.n_tags
+    return 2 * macs
+
+
+def _leenet_flops(c: ModelConfig) -> int:
+    """LeeNet on `input_samples`: every conv at its output length, then fc1 and the output."""
+    convs = 2 if c.block == "leenet2" else 1
+    t = c.frames
+    macs = t * c.frontend_width * c.m + (convs - 1) * t * c.frontend_width ** 2 * c.m
+    c_in = c.frontend_width
+    for i, c_out in enumerate(c.block_channels):
+        macs += t * c_out * c_in * c.m + (convs - 1) * t * c_out * c_out * c.m
+        if c.last_pool or i < c.n - 1:
+            t = -(-t // c.m)
+        c_in = c_out
+    macs += c_in * c.feature_width + c.feature_width * c.n_tags
     return 2 * macs

@@ -36,6 +36,7 @@ import numpy as np
 
 from samplecnn.options import ScoringOptions
 from samplecnn.paths import escape_path, path_key, unescape_path
+from samplecnn.windows import chunks as window_chunks
 
 __all__ = ["run_ray", "require_ray", "RAY_INSTALL_HINT"]
 
@@ -81,7 +82,8 @@ def _decode_row(row: dict, *, sample_rate: int, grid) -> dict:
             out["error"] = msg[2] or "unknown error"
             return out
     out["starts"] = np.concatenate(starts).astype(np.int64).tobytes()
-    out["windows"] = np.concatenate(wins).astype(np.float32).tobytes()
+    # Flat: a whole-clip grid's last window is shorter (the scorer splits by grid.lengths).
+    out["windows"] = np.concatenate([w.ravel() for w in wins]).astype(np.float32).tobytes()
     return out
 
 
@@ -123,6 +125,7 @@ class _Scorer:
             runner = load_runner(model, options.backend, device, threads=threads)
         self.tagger = Tagger(runner, batch_size)
         self.options = options
+        self.grid = self.tagger.grid(options)  # the decoders' grid: splits unpadded windows
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
@@ -139,8 +142,15 @@ class _Scorer:
                 messages.append(("error", i, str(err)))
                 continue
             s = np.frombuffer(starts, np.int64)
-            messages.append(("windows", i, s, np.frombuffer(wins, np.float32).reshape(len(s), window)))
-            messages.append(("done", i, json.loads(info)))
+            info = json.loads(info)
+            flat = np.frombuffer(wins, np.float32)
+            if self.grid.whole_clip:  # unpadded windows: the shorter last one goes alone
+                ends = np.cumsum(self.grid.lengths(s, int(info["samples"])))
+                for part, x in window_chunks(zip(s, np.split(flat, ends[:-1])), len(s)):
+                    messages.append(("windows", i, part, x))
+            else:
+                messages.append(("windows", i, s, flat.reshape(len(s), window)))
+            messages.append(("done", i, info))
         records: list = [None] * len(paths)
         for scored in score_messages(messages, self.tagger.logits, self.tagger.batch_size):
             records[scored.key] = self.tagger.make_record(
@@ -250,7 +260,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     # The driver only needs the metadata (tags, rate, window): the plain model is the
     # cheapest to load; the actors build the runner asked for.
     meta = Tagger.load(model, backend="auto" if is_onnx else "plain", device="cpu")
-    grid = options.grid(meta.input_samples, meta.sample_rate)
+    grid = meta.grid(options)  # unpadded windows for a whole-clip model
     from samplecnn.thresholds import missing_note
 
     if note is not None and (line := missing_note(meta.threshold_info, options.threshold)):

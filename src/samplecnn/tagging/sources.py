@@ -24,7 +24,7 @@ from samplecnn import audio as audio_mod
 from samplecnn.audio import AUDIO_EXTENSIONS, AudioError, probe, resample, to_mono
 from samplecnn.inference.batching import IDLE
 from samplecnn.paths import escape_path
-from samplecnn.windows import WindowGrid
+from samplecnn.windows import WindowGrid, chunks
 
 __all__ = [
     "StreamInfo",
@@ -314,18 +314,11 @@ def window_messages(key, source, sample_rate: int, grid: WindowGrid, *,
     if errors not in ("report", "raise"):
         raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
     info = StreamInfo()
-    starts: list[int] = []
-    wins: list[np.ndarray] = []
     try:
-        for start, w in iter_windows(source, sample_rate, grid, source_sample_rate=source_sample_rate,
-                                     info=info):
-            starts.append(start)
-            wins.append(w)
-            if len(wins) == chunk:
-                yield ("windows", key, np.asarray(starts, np.int64), np.stack(wins))
-                starts, wins = [], []
-        if wins:
-            yield ("windows", key, np.asarray(starts, np.int64), np.stack(wins))
+        # chunks: one window length per message (a whole-clip grid's last window is shorter).
+        pairs = iter_windows(source, sample_rate, grid, source_sample_rate=source_sample_rate, info=info)
+        for starts, wins in chunks(pairs, chunk):
+            yield ("windows", key, starts, wins)
     except Exception as err:
         if errors == "raise":
             raise

@@ -243,7 +243,9 @@ class Tagger:
         """The window grid of `options` (a `ScoringOptions`), or of a hop in seconds (None:
         one window) and a last-window policy."""
         options = hop if isinstance(hop, ScoringOptions) else ScoringOptions(hop=hop, last=last)
-        return options.grid(self.input_samples, self.sample_rate)
+        # Unpadded windows for a whole-clip model (LeeNet): the model decides.
+        return options.grid(self.input_samples, self.sample_rate,
+                            whole_clip=getattr(self.runner, "whole_clip", False))
 
     # -- the model call ----------------------------------------------------------------
     def logits(self, windows: np.ndarray) -> np.ndarray:
