@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, metavar="FILE",
                    help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
                         "(relative paths are under the manifest's folder)")
-    add_scoring_options(p)
+    add_scoring_options(p, ("hop", "aggregate", "last", "top_k", "threshold", "at_least_one", "backend"))
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help="output format (default json; parquet: a folder of part files, one row "
                         "per file, needs --output DIR; the Ray engine writes parquet by default)")
@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="decoding processes (default 1; 0 decodes in this process)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--quiet", "-q", action="store_true",
-                   help="no per-file error or warning lines on stderr (the output keeps them)")
+                   help="no per-file error or warning lines on stderr (the output keeps them), "
+                        "and no note about missing decision thresholds")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -114,7 +115,8 @@ def _tag(args: argparse.Namespace, options) -> int:
                       batch_size=args.batch_size, device=args.device, workers=args.workers,
                       taggram_dir=args.taggram_dir, ray_address=args.ray_address,
                       num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
-                      on_record=on_record, warn=warn)
+                      on_record=on_record, warn=warn,
+                      note=None if args.quiet else (lambda m: print(f"samplecnn tag: note: {m}", file=sys.stderr)))
     if args.resume and run.skipped:
         print(f"samplecnn tag: resuming, {run.skipped} file(s) already done", file=sys.stderr)
     if run.failed:
