@@ -118,7 +118,7 @@ def test_write_outputs_and_plots(store, tmp_path):
     d = json.loads(paths["json"].read_text())
     assert d["excluded_tags"] == ["clicks"] and d["macro_roc_auc"] == pytest.approx(r.roc_auc)
     lines = paths["per_tag"].read_text().splitlines()
-    assert lines[0] == "tag,positives,prevalence,roc_auc,pr_auc" and len(lines) == 1 + len(TAGS)
+    assert lines[0] == "tag,positives,prevalence,roc_auc,pr_auc,threshold,precision,recall,f1" and len(lines) == 1 + len(TAGS)
     assert paths["plot"].stat().st_size > 1000
 
 

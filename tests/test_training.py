@@ -161,6 +161,17 @@ def test_tiny_run_beats_chance_and_checkpoints_carry_everything(store, tmp_path)
     ev = evaluate(out / "checkpoints/best.ckpt", store, "test")
     # Tags are exact functions of the audio; chance is 0.5.
     assert ev.roc_auc > 0.8, ev.metrics.rows()
+    # Decision thresholds were fitted on the validation split into both checkpoints.
+    from samplecnn.data import SegmentStore
+    from samplecnn.evaluation import fit_checkpoint_thresholds
+
+    for name in ("best.ckpt", "last.ckpt"):
+        th = read_checkpoint_info(out / "checkpoints" / name)["thresholds"]
+        assert th["split"] == "valid" and th["objective"] == "f1"
+        assert th["store"] == SegmentStore(store).meta["inputs_fingerprint"]
+    refit = fit_checkpoint_thresholds(out / "checkpoints/best.ckpt", store, "valid")
+    np.testing.assert_array_equal(model.thresholds.values, refit.thresholds.values)
+    assert ev.micro_f1 is not None and ev.micro_f1 > 0.5, ev.rows()
 
 
 def test_train_is_reproducible_without_reseeding_the_global_rngs(store, tmp_path):

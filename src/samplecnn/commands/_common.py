@@ -23,6 +23,9 @@ _SCORING_HELP = {
             "window, drop = full windows only (default {default})",
     "top_k": "tags listed in `top` (default {default})",
     "max_windows": "score only each clip's first N windows (default: all; validation uses 10)",
+    "threshold": "decide every tag at score >= X (0..1) in `labels`, instead of the model's "
+                 "stored per-tag thresholds (`samplecnn thresholds`)",
+    "at_least_one": "`labels` holds at least the top tag when no tag reaches its threshold",
     "backend": "what runs the model: auto (default: ONNX Runtime on the CPU, the fused PyTorch "
                "twin on a GPU; exact fp32), onnxruntime (onnx), torch, plain (the PyTorch model "
                "as trained); ONNX files run on onnxruntime",
@@ -54,7 +57,7 @@ def finite_float(low: float | None = None, high: float | None = None, low_inclus
 
 def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "backend"), **defaults) -> None:
     """The flags of `samplecnn.options.ScoringOptions` fields (`--hop`, `--aggregate`,
-    `--last`, `--top-k`, `--max-windows`, `--backend`), with choices read from where each
+    `--last`, `--top-k`, `--max-windows`, `--backend`, `--threshold`, `--at-least-one`), with choices read from where each
     concept lives and `defaults` overriding the options' own (`last="drop"` for evaluate)."""
     import dataclasses
 
@@ -67,7 +70,8 @@ def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "ba
     kinds = {"hop": dict(type=finite_float(0, MAX_HOP_S), metavar="SECONDS"), "aggregate": dict(choices=AGGREGATIONS),
              "last": dict(choices=LAST_WINDOW_POLICIES), "top_k": dict(type=int, metavar="K"),
              "max_windows": dict(type=int, metavar="N"),
-             "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES))}
+             "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES)),
+             "threshold": dict(type=float, metavar="X"), "at_least_one": dict(action="store_true")}
     for name in fields:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=base[name],
                             help=_SCORING_HELP[name].format(default=base[name]), **kinds[name])

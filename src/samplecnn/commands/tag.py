@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, metavar="FILE",
                    help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
                         "(relative paths are under the manifest's folder)")
-    add_scoring_options(p)
+    add_scoring_options(p, ("hop", "aggregate", "last", "top_k", "threshold", "at_least_one", "backend"))
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help="output format (default json; parquet: a folder of part files, one row "
                         "per file, needs --output DIR; the Ray engine writes parquet by default)")
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")
-    add_run_options(p, "the output")
+    add_run_options(p, "the output, and no note about missing decision thresholds")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -109,7 +109,8 @@ def _tag(args: argparse.Namespace, options) -> int:
                       batch_size=args.batch_size, device=args.device, workers=args.workers,
                       taggram_dir=args.taggram_dir, ray_address=args.ray_address,
                       num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
-                      on_record=on_record, warn=warn)
+                      on_record=on_record, warn=warn,
+                      note=None if args.quiet else (lambda m: print(f"samplecnn tag: note: {m}", file=sys.stderr)))
     if args.resume and run.skipped:
         print(f"samplecnn tag: resuming, {run.skipped} file(s) already done", file=sys.stderr)
     if run.failed:

@@ -246,7 +246,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
             rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
-            warn: Callable[[str], None] | None = None):
+            warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
     from .manifest import check_manifest
     from .outputs import CatalogRun, done_keys, model_name, open_output, write_records
@@ -273,6 +273,10 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     # cheapest to load; the actors build the runner asked for.
     meta = Tagger.load(model, backend=backend if is_onnx else "plain", device="cpu")
     grid = meta.grid(options)  # unpadded windows for a whole-clip model
+    from samplecnn.thresholds import missing_note
+
+    if note is not None and (line := missing_note(meta.threshold_info, options.threshold)):
+        note(line)
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
