@@ -66,11 +66,11 @@ print(json.dumps({"rc": rc, "wall_s": time.perf_counter() - t, "load_s": load_s}
 """
 
 
-def _cli(ckpt: str, inputs: list[str], out: Path, workers: int, batch: int) -> dict:
+def _cli(ckpt: str, inputs: list[str], out: Path, workers: int, batch: int, env: dict | None = None) -> dict:
     argv = ["tag", ckpt, *inputs, "--format", "jsonl", "-o", str(out), "--workers", str(workers),
             "--batch-size", str(batch), "-q"]
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CLI_TIMED, *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _CLI_TIMED, *argv], capture_output=True, text=True, env=env)
     process_s = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"samplecnn tag failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -114,15 +114,17 @@ async def _level(base: str, blobs: list[tuple[str, bytes]], clients: int, reques
 
 
 @contextlib.contextmanager
-def running_server(ckpt: str, workers: int, batch: int, max_wait_ms: float, queue_size: int):
-    """`samplecnn serve` in a subprocess on a free loopback port; yields its base URL."""
+def running_server(ckpt: str, workers: int, batch: int, max_wait_ms: float, queue_size: int,
+                   env: dict | None = None):
+    """`samplecnn serve` in a subprocess on a free loopback port (`env`: its environment,
+    e.g. PYTHONPATH for another source tree); yields its base URL."""
     import httpx
 
     port = _free_port()
     cmd = [sys.executable, "-m", "samplecnn.cli", "serve", ckpt, "--port", str(port),
            "--decode-workers", str(workers), "--max-batch", str(batch), "--max-wait-ms", str(max_wait_ms),
            "--queue-size", str(queue_size), "--timeout", "600", "--no-access-log"]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):  # bounded: at most ~2 min for the server to come up

@@ -50,7 +50,7 @@ def row(label: str, segs: float, base: float | None, extra: str = "") -> str:
 
 # -- peak ---------------------------------------------------------------------------------
 def section_peak() -> dict:
-    from samplecnn.commands.bench_api import matmul_peak_gflops
+    from samplecnn.benchmarking import matmul_peak_gflops
 
     fp32 = matmul_peak_gflops(4096, 3)
     bf16 = matmul_peak_gflops(4096, 3, torch.bfloat16)
@@ -268,8 +268,10 @@ def run_point(kind: str, **kw) -> dict:
 
 
 def infer_point(batch: int, backend: str) -> dict:
-    from samplecnn.commands.bench_api import bench_inference
+    from samplecnn.benchmarking import bench_inference
+    from samplecnn.runtime import Runtime
 
+    Runtime().apply()  # this subprocess is an entry point
     r = bench_inference("samplecnn", batch=batch, backend=backend, iters=3)
     r["rss_mib"] = peak_rss_mib()
     return r
@@ -277,7 +279,7 @@ def infer_point(batch: int, backend: str) -> dict:
 
 def section_end_to_end(tmp: Path, model_segs: float) -> None:
     paths = [str(p) for p in write_mp3s(tmp / "e2e", 24, 29.1)]
-    print("\n== end-to-end folder tagging: 24 MTAT-format MP3s x 29.1 s, Tagger(backend="auto"), batch 16")
+    print("\n== end-to-end folder tagging: 24 MTAT-format MP3s x 29.1 s, Tagger(backend='auto'), batch 16")
     print(f"  {'setting':<44} {'seconds':>10} {'vs model':>8}  windows, segs/s, peak RSS")
     for workers in (0, 1, 2):
         r = run_point("tag_point", paths=paths, workers=workers, batch=16)

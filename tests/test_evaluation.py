@@ -118,7 +118,7 @@ def test_write_outputs_and_plots(store, tmp_path):
     d = json.loads(paths["json"].read_text())
     assert d["excluded_tags"] == ["clicks"] and d["macro_roc_auc"] == pytest.approx(r.roc_auc)
     lines = paths["per_tag"].read_text().splitlines()
-    assert lines[0] == "tag,positives,prevalence,roc_auc,pr_auc" and len(lines) == 1 + len(TAGS)
+    assert lines[0] == "tag,positives,prevalence,roc_auc,pr_auc,threshold,precision,recall,f1" and len(lines) == 1 + len(TAGS)
     assert paths["plot"].stat().st_size > 1000
 
 
@@ -181,3 +181,46 @@ def test_evaluation_does_not_depend_on_batch_size(store, tmp_path):
     b = evaluate(ckpt, store, "test", batch_size=64)
     np.testing.assert_allclose(a.clip_scores, b.clip_scores, rtol=1e-5, atol=1e-6)
     assert len(a.clip_ids) == len(SegmentStore(store).split_indices("test"))
+
+def test_validation_clip_scores_equal_evaluate_on_clips_longer_than_the_cap(store, tmp_path):
+    """Validation (the training loop's clip scores) and `evaluate` with the same options
+    (10 segments per clip, full segments only, mean) give the same clip scores, on clips
+    of 21 segments: the cap is what makes them agree."""
+    import lightning as L
+
+    from samplecnn.training.datamodule import SegmentDataModule
+    from samplecnn.training.module import TaggingModule
+
+    store = SegmentStore(store)
+    ckpt, model = _ckpt(tmp_path / "m.ckpt", seed=9)
+    assert int(store.lengths[store.split_indices("valid")].min()) // 729 > 10  # longer than the cap
+    module = TaggingModule(model.config.to_dict(), optim={"recipe": "adam"})
+    module.model.load_state_dict(model.state_dict())
+    dm = SegmentDataModule(str(store.path), 729, valid_segments_per_clip=10, eval_batch_size=7)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    clip_ids, val_scores = module.val_clip_scores
+    clips = store.split_indices("valid")
+    np.testing.assert_array_equal(clip_ids, np.sort(clips))
+    by_clip = dict(zip(clip_ids.tolist(), val_scores))
+    val_scores = np.stack([by_clip[int(c)] for c in clips])
+
+    capped = evaluate(ckpt, store, "valid", max_windows=10)
+    assert capped.n_segments == 10 * len(clips)
+    np.testing.assert_allclose(capped.clip_scores, val_scores, atol=1e-5)
+    # Without the cap `evaluate` scores all 21 segments: not what validation reports.
+    uncapped = evaluate(ckpt, store, "valid")
+    assert np.abs(uncapped.clip_scores - val_scores).max() > 1e-3
+
+
+def test_padded_ddp_shards_count_each_segment_once():
+    from samplecnn.training.module import once_per_segment
+
+    # Two ranks, 5 segments: rank 1's shard is padded with segment 0 again.
+    index = np.array([0, 2, 4, 1, 3, 0])
+    logits = np.array([[0.0], [2.0], [4.0], [1.0], [3.0], [0.0]])
+    clips = np.array([0, 1, 1, 0, 1, 0])
+    kept_logits, kept_clips = once_per_segment(index, logits, clips)
+    np.testing.assert_array_equal(kept_logits[:, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(kept_clips, [0, 0, 1, 1, 1])

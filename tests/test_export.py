@@ -12,7 +12,8 @@ import torch
 
 from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.export import export_onnx, read_onnx_metadata
+from samplecnn.export import export_onnx
+from samplecnn.inference.onnx import read_metadata
 from samplecnn.inference.runners import OrtRunner
 from samplecnn.models import create_model
 from samplecnn.tagging import Tagger
@@ -48,7 +49,7 @@ def test_metadata_carries_tags_rate_and_config(tmp_path):
     model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0, sample_rate=22050)
     ckpt = save_checkpoint(tmp_path / "m.ckpt", model)
     assert main(["export", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]) == 0
-    meta = read_onnx_metadata(tmp_path / "m.onnx")
+    meta = read_metadata(tmp_path / "m.onnx")
     assert meta["tags"] == TAGS and meta["sample_rate"] == 22050
     assert meta["input_samples"] == model.config.input_samples
     assert meta["model_config"] == json.loads(json.dumps(model.config.to_dict()))
@@ -102,7 +103,7 @@ def test_export_embeds_features_like_the_checkpoint(tmp_path, name, kw, capsys):
     ckpt = save_checkpoint(tmp_path / "m.ckpt", model)
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(ckpt), "--onnx", str(onnx_path)]) == 0
-    meta = read_onnx_metadata(onnx_path)
+    meta = read_metadata(onnx_path)
     assert meta["outputs"] == ["logits", "scores", "features.mean", "features.max"]
     assert meta["layer_names"] == ["features"]
     runner = OrtRunner.from_file(onnx_path)
@@ -143,7 +144,7 @@ def test_older_export_without_feature_outputs_still_tags(tmp_path):
     model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=4).eval()
     export_onnx(model, tmp_path / "m.onnx")
     _without_feature_outputs(tmp_path / "m.onnx")
-    meta = read_onnx_metadata(tmp_path / "m.onnx")
+    meta = read_metadata(tmp_path / "m.onnx")
     assert meta["outputs"] == ["logits", "scores"] and meta["layer_names"] == []
     runner = OrtRunner.from_file(tmp_path / "m.onnx")
     x = (0.3 * np.random.default_rng(0).standard_normal((2, model.config.input_samples))).astype(np.float32)

@@ -58,12 +58,13 @@ def test_every_registered_variant_on_every_runner(name):
 
 
 def test_onnx_file_export_equals_plain_model_and_carries_metadata(tmp_path):
-    from samplecnn.export import export_onnx, read_onnx_metadata
+    from samplecnn.export import export_onnx
+    from samplecnn.inference.onnx import read_metadata
 
     m = _model("melcnn_small")
     report = export_onnx(m, tmp_path / "m.onnx")
     assert report.max_abs_diff_logits <= 1e-4
-    meta = read_onnx_metadata(tmp_path / "m.onnx")
+    meta = read_metadata(tmp_path / "m.onnx")
     assert meta["tags"] == m.config.tags and meta["input_samples"] == m.input_samples
     runner = load_runner(tmp_path / "m.onnx")
     x = np.random.default_rng(0).uniform(-1, 1, (3, m.input_samples)).astype(np.float32)
@@ -79,15 +80,37 @@ def test_fused_twin_without_the_private_onednn_op_gives_the_same_outputs(monkeyp
     # The oneDNN conv + ReLU post-op is a private torch op: the fallback must agree.
     m = _model("samplecnn_rese2", width=0.0625)
     x = torch.randn(2, 1, m.input_samples)
+    monkeypatch.setattr(fused, "_HAS_POINTWISE", True)
     twin = m.fuse_for_inference()
+    monkeypatch.setattr(fused, "_HAS_POINTWISE", False)
+    other = m.fuse_for_inference()
+    convs = [c for c in twin.modules() if isinstance(c, fused.FusedConv)]
+    assert convs and all(c.pointwise for c in convs)
+    assert not any(c.pointwise for c in other.modules() if isinstance(c, fused.FusedConv))
     with torch.inference_mode():
         ref = m(x)
-        monkeypatch.setattr(fused, "_HAS_POINTWISE", True)
         with_op = twin(x)
-        monkeypatch.setattr(fused, "_HAS_POINTWISE", False)
-        without = twin(x)
+        without = other(x)
     _close(with_op, ref)
     _close(without, ref)
+
+
+def test_a_failing_onednn_kernel_switches_only_its_own_layer(monkeypatch):
+    m = _model("samplecnn_small", width=0.0625)
+    monkeypatch.setattr(fused, "_HAS_POINTWISE", True)
+    twin, other = m.fuse_for_inference(), m.fuse_for_inference()
+
+    def broken(*args):
+        raise RuntimeError("no kernel for this build")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", broken, raising=False)
+    x = torch.randn(2, 1, m.input_samples)
+    with torch.inference_mode(), pytest.warns(RuntimeWarning, match="oneDNN's fused convolution failed"):
+        out = twin(x)
+    _close(out, m(x).detach())
+    assert not any(c.pointwise for c in twin.modules() if isinstance(c, fused.FusedConv))
+    assert all(c.pointwise for c in other.modules() if isinstance(c, fused.FusedConv))
+    assert fused._HAS_POINTWISE  # nothing process-wide changed
 
 
 def test_fusion_is_per_block_and_refuses_unknown_blocks():

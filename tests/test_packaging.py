@@ -88,3 +88,48 @@ def test_the_cli_parser_and_help_import_neither_torch_nor_lightning():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stdout[-500:]
     assert "retain-compile" in out.stdout and "onnxruntime" in out.stdout  # the choices shown
+
+
+def test_no_import_circles():
+    """No module of the package imports, directly or through others, a module that
+    imports it back (module-level and function-level imports alike)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src"
+    paths = {}
+    for p in (root / "samplecnn").rglob("*.py"):
+        parts = list(p.relative_to(root).with_suffix("").parts)
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    edges = {m: set() for m in paths}
+    for m, p in paths.items():
+        package = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                subs = [f"{mod}.{a.name}" for a in node.names]
+                # `from pkg import submodule` needs the submodule, not the package's names.
+                targets = [s for s in subs if s in paths]
+                if len(targets) < len(subs):
+                    targets.append(mod)
+            else:
+                continue
+            for t in targets:
+                while t and t not in paths:
+                    t = t.rpartition(".")[0]
+                if t and t != m:
+                    edges[m].add(t)
+
+    def reaches(start):
+        seen, todo = set(), [start]
+        while todo:
+            for w in edges[todo.pop()]:
+                if w not in seen:
+                    seen.add(w)
+                    todo.append(w)
+        return seen
+
+    circles = sorted({tuple(sorted({m, w})) for m in edges for w in edges[m] if m in reaches(w)})
+    assert circles == [], circles

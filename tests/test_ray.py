@@ -103,6 +103,7 @@ def _assert_same(rows, reference, keys):
         if ref["error"] is None:
             np.testing.assert_allclose([r[t] for t in TAGS], [ref[t] for t in TAGS], atol=1e-5)
             assert [t["tag"] for t in r["top"]] == [t["tag"] for t in ref["top"]]
+        assert r["labels"] == ref["labels"], k
 
 
 def test_ray_gives_the_local_engines_scores_on_good_and_broken_files(ray_local, ckpt, catalog,
@@ -121,6 +122,32 @@ def test_ray_gives_the_local_engines_scores_on_good_and_broken_files(ray_local, 
     assert {r["model"] for r in rows.values()} == {"m.ckpt"}
     for b in bad:
         assert rows[path_key(b)]["error"] and rows[path_key(b)]["rock"] is None
+
+
+def test_ray_writes_the_local_engines_labels(ray_local, ckpt, catalog, local_rows, tmp_path, capsys):
+    """A checkpoint with thresholds: the actors (ONNX graph from the driver, thresholds in
+    its metadata) decide like the local engine; --threshold and --at-least-one too."""
+    from samplecnn.checkpoint import set_thresholds
+    from samplecnn.thresholds import Thresholds
+
+    root, good, bad = catalog
+    scores = np.array([[local_rows[path_key(p)][t] for t in TAGS] for p in good])
+    th = Thresholds(np.median(scores, axis=0), TAGS, split="valid")  # about half decided
+    fitted = str(set_thresholds(ckpt, th, tmp_path / "fitted.ckpt"))
+    ref, out = tmp_path / "local", tmp_path / "ray"
+    for extra in ([], ["--threshold", "0.999", "--at-least-one"]):
+        assert main(["tag", fitted, str(root), "--format", "parquet", "-o", str(ref), "--workers", "0",
+                     "-q", *extra]) == 1
+        assert main(["tag", fitted, str(root), "--engine", "ray", "-o", str(out), "-q", *extra]) == 1
+        rows, want = _rows(out), _rows(ref)
+        _assert_same(rows, want, {path_key(p) for p in good + bad})
+        decided = [rows[path_key(p)]["labels"] for p in good]
+        assert all(isinstance(x, list) for x in decided) and any(decided)
+        if extra:
+            assert all(len(x) == 1 for x in decided)
+    assert "no decision thresholds" not in capsys.readouterr().err
+    assert main(["tag", ckpt, good[0], "--engine", "ray", "-o", str(tmp_path / "plain")]) == 0
+    assert "no decision thresholds" in capsys.readouterr().err
 
 
 def test_a_manifest_csv_or_parquet_is_read_by_the_cluster(ray_local, ckpt, catalog, local_rows,

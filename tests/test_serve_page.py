@@ -11,6 +11,9 @@ package's own (nothing from a CDN) runs everywhere.
 `SAMPLECNN_SCREENSHOT=docs/img/serve.png` also saves the README's screenshot (with the
 real MagnaTagATune clip when ../shared is there, and the checkpoint named by
 `SAMPLECNN_SCREENSHOT_CKPT` instead of the tiny model when set).
+
+Over 450 lines: every scenario shares the live servers, the browser, the clip and the
+page helpers (state waits, pixel reads), which a split would have to repeat.
 """
 from __future__ import annotations
 
@@ -474,4 +477,46 @@ def test_screenshot(browser, tagger, clip, tmp_path):
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
         assert out.stat().st_size > 10_000
+        page.close()
+
+
+def test_page_highlights_the_decided_tags(browser, clip):
+    """A model with thresholds: the page lists `labels` and marks their bars (the others
+    muted), with each tag's threshold as a tick on its bar."""
+    import json
+
+    from samplecnn.thresholds import Thresholds
+
+    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=0).eval()
+    rec = Tagger.from_model(model, backend="plain", batch_size=8).tag(str(clip), top_k=TOP_K)
+    top = [t for t, _ in rec["top"]]
+    scores = rec["tags"]
+    values = np.array([scores[t] + 0.01 for t in TAGS])
+    for t in (top[0], top[2]):  # the best and the third best are decided
+        values[TAGS.index(t)] = scores[t] - 0.01
+    model.thresholds = Thresholds(np.clip(values, 0, 1), TAGS, split="valid")
+    tagger = Tagger.from_model(model, backend="plain", batch_size=8)
+    expected = tagger.tag(str(clip), top_k=TOP_K)["labels"]
+    assert expected == [top[0], top[2]]
+    with LiveServer(create_app(tagger)) as live:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        log = PageLog(page)
+        page.goto(live.url)
+        page.wait_for_function(f"document.getElementById('model').textContent.includes('{len(TAGS)} tags')",
+                               timeout=TIMEOUT_MS)
+        page.set_input_files("#file", str(clip))
+        wait_done(page)
+        assert json.loads(page.get_attribute("#tags", "data-labels")) == expected
+        chips = page.eval_on_selector_all("#labels .label-chip", "els => els.map(e => e.textContent)")
+        assert chips == expected
+        rows = page.eval_on_selector_all(
+            "#tags li", "lis => lis.map(li => [li.classList.contains('decided'),"
+                        " getComputedStyle(li.querySelector('.tag-fill')).backgroundColor,"
+                        " parseFloat(li.querySelector('.tag-threshold').style.left)])")
+        assert [decided for decided, _, _ in rows] == [t in expected for t in top]
+        colours = {decided: {c for d, c, _ in rows if d == decided} for decided in (True, False)}
+        assert len(colours[True]) == 1 and len(colours[False]) == 1 and colours[True] != colours[False]
+        for (_, _, left), t in zip(rows, top):
+            assert left == pytest.approx(100 * float(np.float32(values[TAGS.index(t)])), abs=0.06)
+        assert log.errors == []
         page.close()

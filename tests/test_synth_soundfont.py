@@ -52,6 +52,21 @@ def test_soundfont_render_is_deterministic_and_leveled():
 
 @needs_fluidsynth
 def test_soundfont_dataset(tmp_path):
-    out = generate_dataset(tmp_path / "sf", clips=2, seconds=1.0, sample_rate=16000, seed=0,
-                           renderer="soundfont")
-    assert (out / "annotations.csv").is_file() and len(list((out / "audio").glob("*.wav"))) == 2
+    """The dataset's audio is FluidSynth's rendering of each clip's score: same clips and
+    labels as the NumPy renderer's dataset, other audio, every clip whole and audible."""
+    import csv
+
+    import soundfile as sf
+
+    kw = dict(clips=2, seconds=1.0, sample_rate=16000, seed=0)
+    out = generate_dataset(tmp_path / "sf", renderer="soundfont", **kw)
+    ref = generate_dataset(tmp_path / "np", renderer="numpy", **kw)
+    with open(out / "annotations.csv", newline="") as f, open(ref / "annotations.csv", newline="") as g:
+        rows, ref_rows = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert len(rows) == 2 and rows == ref_rows  # labels come from the scores, not the renderer
+    for row in rows:
+        x, sr = sf.read(out / row["path"], dtype="float32")
+        y, _ = sf.read(ref / row["path"], dtype="float32")
+        assert sr == 16000 and x.shape == (16000,)
+        assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-3
+        assert np.abs(x - y).max() > 1e-2  # FluidSynth's audio, not the NumPy renderer's

@@ -73,7 +73,7 @@ def test_csv_has_a_row_per_file_and_a_column_per_tag(ckpt, folder, tmp_path):
     assert main(["tag", ckpt, str(root), "--format", "json", "-o", str(out_json), "--workers", "0", "-q"]) == 1
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "duration_s", "sample_rate", "segments", "error"] + TAGS
+    assert list(rows[0]) == ["path", "duration_s", "sample_rate", "segments", "error", "labels"] + TAGS
     by_path = {r["path"]: r for r in rows}
     ref = {r["path"]: r for r in json.loads(out_json.read_text())}
     assert [r["path"] for r in rows] == [r["path"] for r in json.loads(out_json.read_text())]

@@ -419,7 +419,7 @@ def test_file_warnings_are_one_stderr_line_each(ckpt, tmp_path, capsys):
     assert main(["tag", ckpt, song, "-o", str(out), "--workers", "0"]) == 0
     rec = json.loads(out.read_text())[0]
     assert rec["error"] is None and rec["warnings"] and rec["tags"]
-    assert capsys.readouterr().err.splitlines() == [
+    assert [x for x in capsys.readouterr().err.splitlines() if "tag: note:" not in x] == [
         f"samplecnn tag: warning: {song}: {w}" for w in rec["warnings"]]
     assert main(["embed", ckpt, song, "--out", str(tmp_path / "e.npz"), "--workers", "0"]) == 0
     assert [x for x in capsys.readouterr().err.splitlines() if "embed: warning:" in x] == [

@@ -212,3 +212,64 @@ def test_broken_stored_thresholds_are_one_line(stored, tmp_path):
     torch.save(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="broken stored thresholds"):
         load_model(tmp_path / "bad.ckpt")
+
+
+def test_cli_tag_labels_threshold_and_note(stored, tmp_path, capsys):
+    import soundfile as sf
+
+    from samplecnn.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, stored["x"], SR)
+    s = stored["scores"]
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] is None
+    notes = [line for line in out.err.splitlines() if "decision thresholds" in line]
+    assert len(notes) == 1 and "samplecnn thresholds" in notes[0]
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0", "--threshold", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] == _expected(s, [0] * 3) and out.err == ""
+    assert main(["tag", str(stored["plain"]), str(wav), "--workers", "0", "--threshold", "1",
+                 "--at-least-one"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["labels"] == [TAGS[int(np.argmax(s))]]
+    assert main(["tag", str(stored["fitted"]), str(wav), "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["labels"] == _expected(s, stored["th"].values) and out.err == ""
+    assert main(["tag", str(stored["plain"]), str(wav), "--threshold", "1.5"]) == 2
+    assert "threshold" in capsys.readouterr().err
+
+
+def test_every_output_format_carries_labels(stored, tmp_path, capsys):
+    import csv
+
+    import soundfile as sf
+
+    from samplecnn.cli import main
+    from samplecnn.tagging.parquet import read_output
+
+    wav, bad = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(wav, stored["x"], SR)
+    bad.write_bytes(b"not audio")
+    want = _expected(stored["scores"], stored["th"].values)
+    assert len(want) >= 2  # the CSV cell joins several
+    ck = str(stored["fitted"])
+    assert main(["tag", ck, str(wav), str(bad), "--format", "jsonl", "-o", str(tmp_path / "o.jsonl"),
+                 "--workers", "0", "-q"]) == 1
+    recs = {r["path"]: r for r in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
+    assert recs[str(wav)]["labels"] == want and recs[str(bad)]["labels"] is None
+    assert main(["tag", ck, str(wav), str(bad), "--format", "csv", "-o", str(tmp_path / "o.csv"),
+                 "--workers", "0", "-q"]) == 1
+    with open(tmp_path / "o.csv", newline="") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert rows[str(wav)]["labels"] == ";".join(want) and rows[str(bad)]["labels"] == ""
+    assert main(["tag", ck, str(wav), str(bad), "--format", "parquet", "-o", str(tmp_path / "pq"),
+                 "--workers", "0", "-q"]) == 1
+    table = read_output(tmp_path / "pq").to_pylist()
+    by_path = {r["path"]: r for r in table}
+    assert by_path[str(wav)]["labels"] == want and by_path[str(bad)]["labels"] is None
+    # --threshold 1 decides nothing: an empty list, not null
+    assert main(["tag", ck, str(wav), "--format", "parquet", "-o", str(tmp_path / "pq1"),
+                 "--workers", "0", "--threshold", "1"]) == 0
+    assert read_output(tmp_path / "pq1").to_pylist()[0]["labels"] == []
+    capsys.readouterr()

@@ -71,11 +71,18 @@ def test_cli_writes_one_image_per_layer(tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "m.ckpt", _model())
     assert main(["visualize", "filters", str(ckpt), "--out", str(tmp_path / "viz"),
                  "--layers", "frontend", "block2", "--steps", "3"]) == 0
+    from matplotlib.image import imread
+
+    images = {}
     for layer in ("frontend", "block2"):
-        assert (tmp_path / "viz" / f"{layer}.png").stat().st_size > 1000
         d = np.load(tmp_path / "viz" / f"{layer}.npz")
         assert d["spectra"].shape[0] == len(d["peak_hz"])
         assert str(d["method"]) == ("kernel" if layer == "frontend" else "ascent")
+        img = imread(tmp_path / "viz" / f"{layer}.png")  # a readable PNG, 6 x 4 in at 110 dpi
+        assert img.shape[:2] == (440, 660)
+        images[layer] = img
+    # Each image draws its own layer's filters: the plotted areas differ.
+    assert np.abs(images["frontend"] - images["block2"]).mean() > 0.01
     assert main(["visualize", "filters", str(ckpt), "--out", str(tmp_path / "v2"),
                  "--layers", "features"]) == 2
     assert "unknown layer" in capsys.readouterr().err

@@ -29,31 +29,27 @@ line each:
 
 The decoder's own output never reaches the terminal: it writes to file descriptor 2
 directly, so the decoding calls run with fd 2 pointed at a private file (see
-`_decoder_output`) and what it wrote becomes those warnings; its known-benign lines
+`audio_capture.decoder_output`) and what it wrote becomes those warnings; its known-benign lines
 (resync notes, the Xing size note that `truncated:` states better) are dropped.
 
-Why one module of this length: opening, reading, the decoder-output capture and the
-truncation check are one sequence around one `SoundFile`; split apart, every caller
-would have to repeat it.
+The fd-2 capture lives in `audio_capture.py`, the header checks in `audio_headers.py`;
+window cutting is the one feeder's (`samplecnn.tagging.sources`).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import struct
-import sys
-import tempfile
-import threading
 import warnings as pywarnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterator, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from .audio_capture import CHATTY_FORMATS, decoder_output, summarise
+from .audio_headers import announced, truncation
 from .paths import escape_path
 
 __all__ = [
@@ -180,122 +176,12 @@ def _open_reason(err: Exception) -> str:
     return f"not a readable audio file ({msg.rstrip('.')})"
 
 
-# -- the decoder's own output -----------------------------------------------------------
-# libmpg123 (libsndfile's MP3 decoder) prints notes and errors with fprintf(stderr): they
-# interleave with samplecnn's lines and name no file. Opening and MP3 reads therefore run
-# with file descriptor 2 pointed at a private temporary file, and what the decoder wrote
-# becomes the file's warnings. fd 2 belongs to the whole process, so one lock serialises
-# the swaps (decoding threads take turns per call, not per file), and fork() waits for the
-# lock, so a child never starts with fd 2 still swapped; the child makes its own lock and
-# file. Reads of other formats are not wrapped: their decoders report by return code only.
-
-_CHATTY_FORMATS = ("MP3", "MPEG")  # libsndfile names MP3 "MP3" (MPEG in some builds)
-_MAX_DECODER_LINES = 5
-_capture_lock = threading.RLock()
-_capture_file = None
-
-# Lines that carry nothing for the user: resync bookkeeping after an "Illegal
-# Audio-MPEG-Header" note, and size notes that the `truncated:` check states better.
-_BENIGN = re.compile(
-    r"Trying to resync|Skipped \d+ bytes in input|Xing stream size off|"
-    r"more data after announced end|fuzzy seeking", re.IGNORECASE)
-_DECODER_LINE = re.compile(r"^\s*(\[[^\]]*\.c:[^\]]*\]|(Note|Warning|Error)\s*:)|mpg123",
-                           re.IGNORECASE)
-_DECODER_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)?((note|warning|error)\s*:\s*)?",
-                             re.IGNORECASE)
-
-
-def _after_fork_in_child() -> None:
-    global _capture_lock, _capture_file
-    _capture_lock = threading.RLock()
-    _capture_file = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=lambda: _capture_lock.acquire(),
-                        after_in_parent=lambda: _capture_lock.release(),
-                        after_in_child=_after_fork_in_child)
-
-
-def _flush_stderr() -> None:
-    try:
-        sys.stderr.flush()
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
-def _sort_output(data: bytes, into: list | None) -> None:
-    """Decoder lines -> `into` (cleaned, benign ones dropped); any other line (another
-    thread's, written while fd 2 was swapped) goes back to the real stderr unchanged."""
-    other = []
-    # Pieces that are not the decoder's go back byte for byte, partial lines and lone
-    # newlines included: another thread's line can straddle the swap (its text flushed
-    # before, its newline after), and only the verbatim bytes rejoin it.
-    for raw in data.splitlines(keepends=True):
-        line = raw.decode("utf-8", errors="replace").strip()
-        if not line or not _DECODER_LINE.search(line):
-            other.append(raw)
-        elif not _BENIGN.search(line) and into is not None:
-            into.append("decoder: " + _DECODER_PREFIX.sub("", line).rstrip(". "))
-    if other:
-        try:
-            os.write(2, b"".join(other))
-        except OSError:
-            pass
-
-
-@contextlib.contextmanager
-def _decoder_output(into: list | None) -> Iterator[None]:
-    """Run the block with fd 2 captured; the decoder's lines are appended to `into`
-    (None: dropped). A process without a usable fd 2 runs the block as it is."""
-    global _capture_file
-    with _capture_lock:
-        _flush_stderr()
-        try:
-            saved = os.dup(2)
-        except OSError:
-            saved = None
-        if saved is None:
-            yield
-            return
-        try:
-            if _capture_file is None:
-                _capture_file = tempfile.TemporaryFile(buffering=0)
-            capture = _capture_file
-            os.dup2(capture.fileno(), 2)
-        except OSError:
-            os.close(saved)
-            yield
-            return
-        try:
-            yield
-        finally:
-            _flush_stderr()  # Python-level writes made meanwhile belong to the capture
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            data = capture.read()
-            capture.seek(0)
-            capture.truncate()
-            if data:
-                _sort_output(data, into)
-
-
-def _summarise(decoder_lines: list) -> list:
-    """Distinct decoder lines, at most `_MAX_DECODER_LINES`, then a count of the rest."""
-    distinct = list(dict.fromkeys(decoder_lines))
-    if len(distinct) <= _MAX_DECODER_LINES:
-        return distinct
-    rest = len(distinct) - _MAX_DECODER_LINES
-    return distinct[:_MAX_DECODER_LINES] + [f"decoder: and {rest} more message(s)"]
-
-
 def _open(path: Path, chatter: list | None = None) -> sf.SoundFile:
     """Open for reading, turning every failure into an AudioError with a short reason.
     The decoder's messages while opening go to `chatter`."""
     _check_path(path)
     try:
-        with _decoder_output(chatter):
+        with decoder_output(chatter):
             # Bytes, not str: soundfile encodes a str strictly as UTF-8, which fails for
             # names that are not valid UTF-8 (Python spells them with lone surrogates).
             f = sf.SoundFile(os.fsencode(path))
@@ -320,8 +206,8 @@ def _read(f: sf.SoundFile, frames: int, chatter: list | None) -> tuple[np.ndarra
     """(float32 `(k, channels)`: up to `frames` frames, the decoder's error or None),
     capturing the decoder's output for MP3. A read that fails midway returns the frames
     decoded before the error with it."""
-    if f.format in _CHATTY_FORMATS:
-        with _decoder_output(chatter):
+    if f.format in CHATTY_FORMATS:
+        with decoder_output(chatter):
             return _read_in_place(f, frames)
     return _read_in_place(f, frames)
 
@@ -358,91 +244,6 @@ def _read_in_place(f: sf.SoundFile, frames: int) -> tuple[np.ndarray, str | None
 
 def _stopped(frames: int, sr: int, err: str) -> str:
     return f"decoder: decoding stopped at {frames / sr:.3f} s ({err}); the rest is not used"
-
-
-# -- truncation -------------------------------------------------------------------------
-_MAX_CHUNKS = 64  # a header walk gives up after this many chunks (hostile files)
-
-
-def _chunks(fh, order: str) -> Iterator[tuple[bytes, int]]:
-    """`(id, size)` of each chunk after a RIFF/FORM header (`order`: "<" or ">"), the file
-    positioned at the chunk's body; the walk goes on from the chunk's end whatever the
-    caller read of it."""
-    for _ in range(_MAX_CHUNKS):
-        head = fh.read(8)
-        if len(head) < 8:
-            return
-        cid, size = head[:4], struct.unpack(order + "I", head[4:])[0]
-        body = fh.tell()
-        yield cid, size
-        fh.seek(body + size + (size & 1))
-
-
-def _riff_frames(fh) -> int | None:
-    """WAV: the data chunk's size over the block alignment of the fmt chunk."""
-    head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    block = None
-    for cid, size in _chunks(fh, "<"):
-        if cid == b"fmt ":
-            body = fh.read(min(size, 16))
-            if len(body) < 14:
-                return None
-            block = struct.unpack("<H", body[12:14])[0]
-        elif cid == b"data":
-            # Streaming writers leave the size at 0 or 0xFFFFFFFF: nothing is announced.
-            if not block or size in (0, 0xFFFFFFFF):
-                return None
-            return size // block
-    return None
-
-
-def _aiff_frames(fh) -> int | None:
-    """AIFF / AIFF-C: numSampleFrames of the COMM chunk."""
-    head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
-        return None
-    for cid, _size in _chunks(fh, ">"):
-        if cid == b"COMM":
-            body = fh.read(6)
-            return struct.unpack(">I", body[2:6])[0] if len(body) == 6 else None
-    return None
-
-
-def _announced(path: Path, f: sf.SoundFile) -> tuple[int | None, int]:
-    """(frames the header announces, frames of shortfall tolerated), or (None, 0).
-
-    libsndfile clamps WAV and AIFF frame counts to what the file holds, so their headers
-    are read here; FLAC's count is exact; for MP3 its count (Xing header or an estimate)
-    is used with a margin.
-    """
-    fmt = f.format
-    try:
-        if fmt in ("WAV", "WAVEX"):
-            with open(os.fsencode(path), "rb") as fh:
-                return _riff_frames(fh), 0
-        if fmt == "AIFF":
-            with open(os.fsencode(path), "rb") as fh:
-                return _aiff_frames(fh), 0
-    except (OSError, struct.error):
-        return None, 0
-    frames = int(f.frames)
-    if not 0 < frames < 1 << 40:  # unknown (0) or a placeholder: nothing is announced
-        return None, 0
-    if fmt in ("MP3", "MPEG"):
-        return frames, max(int(0.01 * frames), 4 * 1152)
-    if fmt == "FLAC":  # STREAMINFO's total samples: exact
-        return frames, 0
-    return None, 0
-
-
-def _truncation(announced: tuple[int | None, int], decoded: int, sr: int) -> list:
-    frames, tolerance = announced
-    if frames is None or decoded >= frames - tolerance:
-        return []
-    return [f"truncated: the header announces {frames / sr:.3f} s, only {decoded / sr:.3f} s "
-            "decode"]
 
 
 def probe(path: PathLike) -> AudioInfo:
@@ -508,13 +309,13 @@ def load_audio(path: PathLike, sample_rate: int, min_samples: int = 0) -> Audio:
     chatter: list = []
     with _open(path, chatter) as f:
         src_sr, channels = int(f.samplerate), int(f.channels)
-        announced = _announced(path, f)
+        header_frames = announced(path, f)
         data, stop = _read_all(f, path, chatter)
     if len(data) == 0:
         raise AudioError(path, "no audio decoded (empty or truncated stream)")
     _check_samples(data, path)
-    notes = (_truncation(announced, len(data), src_sr) + ([stop] if stop else [])
-             + _summarise(chatter))
+    notes = (truncation(header_frames, len(data), src_sr) + ([stop] if stop else [])
+             + summarise(chatter))
     duration = len(data) / src_sr
     x = resample(to_mono(data), src_sr, sample_rate)
     silent = not np.any(x)
@@ -551,7 +352,7 @@ def stream_blocks(path: PathLike, sample_rate: int,
     chatter: list = []
     with _open(path, chatter) as f:
         src_sr = int(f.samplerate)
-        announced = _announced(path, f)
+        header_frames = announced(path, f)
         stream = (
             None
             if src_sr == sample_rate
@@ -579,5 +380,5 @@ def stream_blocks(path: PathLike, sample_rate: int,
         if total == 0:
             raise AudioError(path, "no audio decoded (empty or truncated stream)")
         if warnings is not None:
-            warnings.extend(_truncation(announced, total, src_sr) + ([stop] if stop else [])
-                            + _summarise(chatter))
+            warnings.extend(truncation(header_frames, total, src_sr) + ([stop] if stop else [])
+                            + summarise(chatter))

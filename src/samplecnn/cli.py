@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "prepare",
     "train",
     "evaluate",
+    "thresholds",
     "visualize",
     "demo",
     "tag",

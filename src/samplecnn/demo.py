@@ -77,11 +77,19 @@ def _check_same_config(config: dict, run: Path) -> None:
 
 
 def _train(config: dict, run: Path, log) -> None:
+    from samplecnn.checkpoint import read_checkpoint_info
     from samplecnn.training import train
 
     _check_same_config(config, run)
     if _train_done(run):
         log(f"training: {run} is complete, kept")
+        ckpts = [str(run / "checkpoints" / n) for n in ("best.ckpt", "last.ckpt")]
+        if "thresholds" not in read_checkpoint_info(ckpts[1]):  # a run from before thresholds
+            from samplecnn.data import SegmentStore
+            from samplecnn.training.run import store_thresholds
+
+            store_thresholds(ckpts, SegmentStore(config["data"]["store"]),
+                             config["data"]["eval_batch_size"], log=log)
         return
     if (run / "checkpoints" / "last.ckpt").is_file():
         log(f"training: resuming {run}")
@@ -177,7 +185,8 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
         ev = evaluate(ckpt, store, "test", batch_size=cfg["data"]["eval_batch_size"])
         ev.write(run.parent / "eval" if i == 0 else run / "eval")
         timings[f"eval_{name}_s"] = time.time() - t
-        results[name] = {"roc_auc": ev.roc_auc, "pr_auc": ev.pr_auc, "checkpoint": str(ckpt),
+        results[name] = {"roc_auc": ev.roc_auc, "pr_auc": ev.pr_auc, "macro_f1": ev.macro_f1,
+                         "micro_f1": ev.micro_f1, "checkpoint": str(ckpt),
                          "params": None, "excluded_tags": ev.metrics.excluded, "eval": ev}
 
     main_name = models[0]
@@ -200,7 +209,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
         rec = tagger.tag(path, top_k=5)
         truth = [st.tags[j] for j in np.flatnonzero(st.labels[c])]
         tagged.append({"clip_id": str(st.clip_ids[c]), "path": escape_path(path), "true_tags": truth,
-                       "top": rec["top"], "tags": rec["tags"]})
+                       "top": rec["top"], "labels": rec["labels"], "tags": rec["tags"]})
     write_json(out / "tags.json", tagged)
 
     # 6. plots -------------------------------------------------------------------------
@@ -228,9 +237,13 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, clips: int = 800, seco
         "test_clips": int(main["eval"].metrics.n_clips),
         "roc_auc": main["roc_auc"],
         "pr_auc": main["pr_auc"],
+        "macro_f1": main["macro_f1"],
+        "micro_f1": main["micro_f1"],
         "checkpoint": str(ckpt),
-        "compare": {k: {"roc_auc": v["roc_auc"], "pr_auc": v["pr_auc"]} for k, v in results.items()},
-        "tagged": [{"clip_id": r["clip_id"], "true_tags": r["true_tags"], "top": r["top"]} for r in tagged],
+        "compare": {k: {"roc_auc": v["roc_auc"], "pr_auc": v["pr_auc"], "macro_f1": v["macro_f1"]}
+                    for k, v in results.items()},
+        "tagged": [{"clip_id": r["clip_id"], "true_tags": r["true_tags"], "top": r["top"],
+                    "labels": r["labels"]} for r in tagged],
         "plots": plot_paths,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(time.time() - t0, 1),
@@ -247,13 +260,19 @@ def format_summary(summary: dict) -> str:
              f"test split: {summary['test_clips']} clips"]
     for r in summary["tagged"]:
         top = ", ".join(f"{t} {s:.2f}" for t, s in r["top"][:4])
-        lines.append(f"  clip {r['clip_id']}: true [{', '.join(r['true_tags'])}] -> top {top}")
+        decided = "" if r.get("labels") is None else f"; labels [{', '.join(r['labels'])}]"
+        lines.append(f"  clip {r['clip_id']}: true [{', '.join(r['true_tags'])}] -> top {top}{decided}")
     if len(summary["compare"]) > 1:
         width = max(len(k) for k in summary["compare"])
-        lines.append(f"{'model'.ljust(width)}  ROC-AUC  PR-AUC")
+        lines.append(f"{'model'.ljust(width)}  ROC-AUC  PR-AUC  macro F1")
         for k, v in summary["compare"].items():
-            lines.append(f"{k.ljust(width)}  {v['roc_auc']:.4f}   {v['pr_auc']:.4f}")
+            lines.append(f"{k.ljust(width)}  {v['roc_auc']:.4f}   {v['pr_auc']:.4f}  {_f1(v.get('macro_f1'))}")
     lines.append(f"outputs: {summary['out_dir']} (plots in {summary['out_dir']}/plots)")
     lines.append(f"ROC-AUC {summary['roc_auc']:.4f}")
     lines.append(f"PR-AUC {summary['pr_auc']:.4f}")
+    lines.append(f"macro F1 {_f1(summary.get('macro_f1'))} (thresholds fitted on the validation split)")
     return "\n".join(lines)
+
+
+def _f1(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

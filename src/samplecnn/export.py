@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .inference.onnx import ONNX_OPSET, export_graph, read_metadata, session
+from .inference.onnx import ONNX_OPSET, export_graph, session
 
-__all__ = ["export_onnx", "check_onnx", "read_onnx_metadata", "ExportReport", "ONNX_OPSET"]
+__all__ = ["export_onnx", "check_onnx", "ExportReport", "ONNX_OPSET"]
 
 
 @dataclass
@@ -154,11 +154,3 @@ def check_onnx(model, onnx_path: str | os.PathLike, batch: int = 3, seed: int = 
     o_logits, o_scores = session(onnx_path).run(["logits", "scores"], {"audio": x})
     scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     return float(np.abs(o_logits - logits).max()), float(np.abs(o_scores - scores).max())
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> dict:
-    """`tags`, `sample_rate`, `input_samples`, `model_config` of a samplecnn ONNX export.
-
-    Raises ValueError naming the file when it is not readable or not ours.
-    """
-    return read_metadata(path)

@@ -163,19 +163,35 @@ def tag_metrics(y_true: np.ndarray, y_score: np.ndarray, tags: list[str] | None 
     return TagMetrics(tags, roc, pr, pos, n, excluded)
 
 
-def format_table(metrics: TagMetrics, sort: str = "roc_auc") -> str:
-    """The per-tag table as aligned text (excluded tags last, marked)."""
+def format_table(metrics: TagMetrics, sort: str = "roc_auc", decisions: list[dict] | None = None) -> str:
+    """The per-tag table as aligned text (excluded tags last, marked). `decisions`: one
+    dict per tag (threshold, precision, recall, f1; values may be None) adds 4 columns."""
     rows = metrics.rows()
+    if decisions is not None:
+        rows = [{**r, **{k: d.get(k) for k in _DECISION_COLUMNS}} for r, d in zip(rows, decisions)]
     if sort in ("roc_auc", "pr_auc"):
         rows.sort(key=lambda r: (r[sort] is None, -(r[sort] or 0.0)))
     width = max([len("tag")] + [len(r["tag"]) for r in rows])
-    lines = [f"{'tag'.ljust(width)}  {'pos':>6}  {'ROC-AUC':>7}  {'PR-AUC':>7}",
-             f"{'-' * width}  {'-' * 6}  {'-' * 7}  {'-' * 7}"]
+    extra = "" if decisions is None else "  " + "  ".join(f"{h:>6}" for h in _DECISION_COLUMNS.values())
+    lines = [f"{'tag'.ljust(width)}  {'pos':>6}  {'ROC-AUC':>7}  {'PR-AUC':>7}{extra}",
+             f"{'-' * width}  {'-' * 6}  {'-' * 7}  {'-' * 7}" + ("" if decisions is None else "  ------" * 4)]
+
+    def cols(r):
+        if decisions is None:
+            return ""
+        return "  " + "  ".join("     -" if r[k] is None else f"{r[k]:6.3f}" for k in _DECISION_COLUMNS)
+
     for r in rows:
         if r["roc_auc"] is None:
-            lines.append(f"{r['tag'].ljust(width)}  {r['positives']:>6}  {'excluded (no positive or no negative)'}")
+            lines.append(f"{r['tag'].ljust(width)}  {r['positives']:>6}  {'excluded':>7}  {'':>7}{cols(r)}")
         else:
-            lines.append(f"{r['tag'].ljust(width)}  {r['positives']:>6}  {r['roc_auc']:7.4f}  {r['pr_auc']:7.4f}")
+            lines.append(f"{r['tag'].ljust(width)}  {r['positives']:>6}  {r['roc_auc']:7.4f}  "
+                         f"{r['pr_auc']:7.4f}{cols(r)}")
     lines.append(f"{'macro'.ljust(width)}  {metrics.n_clips:>6}  {metrics.macro_roc_auc:7.4f}  "
                  f"{metrics.macro_pr_auc:7.4f}")
+    if metrics.excluded:
+        lines.append("excluded: no positive or no negative clip (no AUC)")
     return "\n".join(lines)
+
+
+_DECISION_COLUMNS = {"threshold": "thresh", "precision": "prec", "recall": "recall", "f1": "F1"}

@@ -11,7 +11,7 @@ Every value is checked at construction, so a bad option fails before any file is
 with one line naming the option (`ValueError`; the CLI exits 2, the service answers 422).
 Floats must be finite: `--hop inf` or `nan` would otherwise reach `int(round(...))` deep
 in the grid. The choice lists are the constants where each concept lives
-(`windows.LAST_WINDOW_POLICIES`, `metrics.AGGREGATIONS`, `inference.runners.BACKENDS`);
+(`windows.LAST_WINDOW_POLICIES`, `metrics.AGGREGATIONS`, `inference.backends.BACKENDS`);
 argparse choices and the service's parameter types read them from there too.
 
 NumPy/stdlib only (decoding workers and cluster actors import it without torch).
@@ -19,49 +19,15 @@ NumPy/stdlib only (decoding workers and cluster actors import it without torch).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 
-from samplecnn.inference.runners import BACKENDS
+from samplecnn.checks import MAX_HOP_S, check_float, check_int
+from samplecnn.inference.backends import BACKEND_ALIASES, BACKENDS
 from samplecnn.metrics import AGGREGATIONS
 from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 
 __all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "check_int",
            "check_threshold"]
-
-# Longer than any hop anyone means; a bound keeps `hop * sample_rate` far from overflow.
-MAX_HOP_S = 3600.0
-BACKEND_ALIASES = {"onnx": "onnxruntime"}
-
-
-def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = False) -> float:
-    """`value` as a finite float in (low, high] (`[low, high]` with `low_inclusive`), else a
-    one-line ValueError naming `name`. Strings and bools are refused, not converted."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (v < low or (v == low and not low_inclusive)):
-        raise ValueError(f"{name} must be {'at least' if low_inclusive else 'more than'} {low:g}, got {value!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be at most {high:g}, got {value!r}")
-    return v
-
-
-def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
-    """`value` as an int in [low, high], else a one-line ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    v = int(value)
-    if low is not None and v < low:
-        raise ValueError(f"{name} must be at least {low}, got {v}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be at most {high}, got {v}")
-    return v
-
 
 def check_threshold(value, name: str = "threshold") -> float:
     """A decision threshold: a finite float in [0, 1], else a one-line ValueError."""
@@ -82,7 +48,7 @@ class ScoringOptions:
     last-window policy (`windows.LAST_WINDOW_POLICIES`); aggregate: the clip aggregation
     (`metrics.AGGREGATIONS`); top_k: tags listed in a record's `top`; max_windows: score
     only a clip's first windows (None: all; validation uses 10, the paper's protocol);
-    backend: what runs the model (`inference.runners.BACKENDS`; "onnx" is "onnxruntime");
+    backend: what runs the model (`inference.backends.BACKENDS`; "onnx" is "onnxruntime");
     threshold: one decision threshold in [0, 1] for every tag, overriding the model's
     stored ones (None: the stored ones; `samplecnn.thresholds`); at_least_one: a record's
     `labels` holds at least its top tag when no tag passes.

@@ -365,11 +365,6 @@ def _entry_dir(entry: Pretrained) -> Path:
     return cache_dir("pretrained", entry.name)
 
 
-def checkpoint_path(name: str) -> Path:
-    """Where the converted checkpoint of `name` lives (whether or not it exists yet)."""
-    return _entry_dir(get_pretrained(name)) / f"{get_pretrained(name).name}.ckpt"
-
-
 def _read_sources(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

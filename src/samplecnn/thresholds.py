@@ -33,7 +33,7 @@ import numpy as np
 from samplecnn.options import check_threshold
 
 __all__ = ["FALLBACK_THRESHOLD", "OBJECTIVES", "Thresholds", "decide", "fit_thresholds",
-           "decision_metrics", "parse_objective", "check_threshold"]
+           "decision_metrics", "parse_objective", "check_threshold", "missing_note"]
 
 FALLBACK_THRESHOLD = 0.5
 OBJECTIVES = ("f1", "precision:P")
@@ -121,6 +121,15 @@ class Thresholds:
         where = f" on the {self.split} split" if self.split else ""
         return (f"{len(self.tags) - len(self.unfitted)}/{len(self.tags)} thresholds fitted "
                 f"({self.objective}{where})")
+
+
+def missing_note(thresholds, threshold: float | None) -> str | None:
+    """The one line a run prints when its records will carry `labels: null` (the model
+    has no `thresholds` and no `threshold` override is given), else None."""
+    if threshold is not None or thresholds is not None:
+        return None
+    return ("the model has no decision thresholds, so `labels` is null; fit them with "
+            "`samplecnn thresholds MODEL --data STORE --out OUT`, or pass --threshold X")
 
 
 def decide(scores: np.ndarray, thresholds: np.ndarray | float, at_least_one: bool = False) -> list[int]:

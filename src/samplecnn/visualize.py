@@ -136,14 +136,13 @@ def kernel_spectra(model: SampleCNN, n_fft: int = 512) -> LayerFilters:
 def plot_layer(result: LayerFilters, path: str | os.PathLike, title: str | None = None) -> Path:
     """One image: x = filters sorted by peak frequency, y = frequency, colour = magnitude
     normalised per filter (dB)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot, no backend: the caller's is left alone
 
     spec = result.spectra[result.order].T                        # (freq, filters)
     spec = spec / np.maximum(spec.max(axis=0, keepdims=True), 1e-12)
     db = 20 * np.log10(np.maximum(spec, 1e-3))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
     nyq = result.sample_rate / 2
     im = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-40, vmax=0,
                    extent=(0, spec.shape[1], 0, nyq / 1000))

@@ -30,6 +30,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from samplecnn.checks import MAX_HOP_S, check_float
+
 __all__ = ["LAST_WINDOW_POLICIES", "WindowGrid", "chunks"]
 
 LAST_WINDOW_POLICIES = ("pad", "drop")
@@ -65,11 +67,8 @@ class WindowGrid:
         if hop_s is None:
             hop = window
         else:
-            # Lazy: options builds its grids with this class. The same finite, bounded check
-            # as every option parser, so `hop=inf`/`nan`/`1e308` is a ValueError on any path
-            # (not an OverflowError from int(round(...))).
-            from samplecnn.options import MAX_HOP_S, check_float
-
+            # The same finite, bounded check as every option parser, so `hop=inf`/`nan`/
+            # `1e308` is a ValueError on any path (not an OverflowError from int(round(...))).
             hop_s = check_float(hop_s, "hop (seconds)", low=0, high=MAX_HOP_S)
             hop = int(round(hop_s * sample_rate))
             if hop < 1:

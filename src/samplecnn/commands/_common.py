@@ -13,7 +13,7 @@ from samplecnn.atomic import resolve_output
 from samplecnn.paths import escape_path
 
 __all__ = ["check_output_file", "check_output_dir", "check_device", "add_scoring_options", "scoring_options",
-           "finite_float"]
+           "add_run_options", "finite_float"]
 
 _SCORING_HELP = {
     "hop": "hop between windows in seconds (default: one window, no overlap)",
@@ -23,6 +23,9 @@ _SCORING_HELP = {
             "window, drop = full windows only (default {default})",
     "top_k": "tags listed in `top` (default {default})",
     "max_windows": "score only each clip's first N windows (default: all; validation uses 10)",
+    "threshold": "decide every tag at score >= X (0..1) in `labels`, instead of the model's "
+                 "stored per-tag thresholds (`samplecnn thresholds`)",
+    "at_least_one": "`labels` holds at least the top tag when no tag reaches its threshold",
     "backend": "what runs the model: auto (default: ONNX Runtime on the CPU, the fused PyTorch "
                "twin on a GPU; exact fp32), onnxruntime (onnx), torch, plain (the PyTorch model "
                "as trained); ONNX files run on onnxruntime",
@@ -54,12 +57,12 @@ def finite_float(low: float | None = None, high: float | None = None, low_inclus
 
 def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "backend"), **defaults) -> None:
     """The flags of `samplecnn.options.ScoringOptions` fields (`--hop`, `--aggregate`,
-    `--last`, `--top-k`, `--max-windows`, `--backend`), with choices read from where each
+    `--last`, `--top-k`, `--max-windows`, `--backend`, `--threshold`, `--at-least-one`), with choices read from where each
     concept lives and `defaults` overriding the options' own (`last="drop"` for evaluate)."""
     import dataclasses
 
     from samplecnn.options import BACKEND_ALIASES, MAX_HOP_S, ScoringOptions
-    from samplecnn.inference.runners import BACKENDS
+    from samplecnn.inference.backends import BACKENDS
     from samplecnn.metrics import AGGREGATIONS
     from samplecnn.windows import LAST_WINDOW_POLICIES
 
@@ -67,10 +70,22 @@ def add_scoring_options(parser, fields=("hop", "aggregate", "last", "top_k", "ba
     kinds = {"hop": dict(type=finite_float(0, MAX_HOP_S), metavar="SECONDS"), "aggregate": dict(choices=AGGREGATIONS),
              "last": dict(choices=LAST_WINDOW_POLICIES), "top_k": dict(type=int, metavar="K"),
              "max_windows": dict(type=int, metavar="N"),
-             "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES))}
+             "backend": dict(choices=(*BACKENDS, *BACKEND_ALIASES)),
+             "threshold": dict(type=float, metavar="X"), "at_least_one": dict(action="store_true")}
     for name in fields:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=base[name],
                             help=_SCORING_HELP[name].format(default=base[name]), **kinds[name])
+
+
+def add_run_options(parser, kept_in: str) -> None:
+    """`--batch-size`, `--workers`, `--device`, `--quiet` of the commands that score files
+    (`tag`, `embed`); `kept_in` names what keeps the per-file errors with `--quiet`."""
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="decoding processes (default 1; 0 decodes in this process)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help=f"no per-file error or warning lines on stderr ({kept_in} keeps them)")
 
 
 def scoring_options(args, **fixed):
@@ -148,29 +163,10 @@ def check_output_dir(path: str | os.PathLike | None, option: str = "--out") -> N
 
 
 def check_device(device: str | None, option: str = "--device") -> None:
-    """`device` names a torch device this machine has (None: the command's default).
-
-    `cuda`/`cuda:N` without CUDA (or beyond the visible GPUs) and `mps` without MPS are
-    refused here, as one line, instead of an assertion deep in torch."""
+    """`device` names a torch device this machine has (None: the command's default); the
+    one check, `inference.runners.check_device`."""
     if device is None:
         return
-    import torch
+    from samplecnn.inference.runners import check_device as check
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"{option} {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{option} {device}: CUDA is not available on this machine "
-                             "(no GPU, or a CPU-only torch build); use --device cpu")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s) "
-                             f"(cuda:0..cuda:{count - 1})")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise ValueError(f"{option} {device}: samplecnn runs on cpu, cuda or mps")
+    check(device, option)

@@ -14,10 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="bench_mode", metavar="MODE")
     sub.required = True
-    # The choices come from where they are defined, not from bench_api (torch, Lightning):
+    # The choices come from where they are defined, not from samplecnn.benchmarking (torch, Lightning):
     # every `samplecnn` call builds this parser.
-    from samplecnn.inference.runners import BACKENDS as INFER_BACKENDS
-    from samplecnn.inference.runners import PRECISIONS
+    from samplecnn.inference.backends import BACKENDS as INFER_BACKENDS
+    from samplecnn.inference.backends import PRECISIONS
     from samplecnn.quantize import CALIBRATION_METHODS
     from samplecnn.training.fast import TRAIN_MODES
 
@@ -54,23 +54,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from samplecnn.models import get_model_entry
-    from samplecnn.commands.bench_api import bench_inference, bench_training
+    from samplecnn.benchmarking import bench_inference, bench_training
+    from samplecnn.runtime import Runtime
+    from samplecnn.training.fast import runtime_for_mode
 
     from ._common import check_device
 
     get_model_entry(args.model)  # unknown names fail here with the closest matches
     check_device(args.device)
     if args.bench_mode == "infer":
+        Runtime(num_threads=args.threads).apply()  # an entry point: process-wide settings here
         res = bench_inference(args.model, batch=args.batch, backend=args.backend,
                               precision=args.precision, iters=args.iters, warmup=args.warmup,
-                              threads=args.threads, device=args.device,
+                              device=args.device,
                               calibration_windows=args.calibration_windows,
                               calibration_method=args.calibration_method)
         what = f"backend={res['backend']} ({res['module']})"
     else:
+        runtime_for_mode(args.mode, num_threads=args.threads).apply()
         res = bench_training(args.model, batch=args.batch, mode=args.mode,
                              precision=args.precision, iters=args.iters, warmup=args.warmup,
-                             threads=args.threads, device=args.device)
+                             device=args.device)
         what = f"mode={res['train_mode']}"
     if args.json:
         print(json.dumps(res, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_scoring_options, scoring_options
+from ._common import add_run_options, add_scoring_options, scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -25,11 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="FILE",
                    help="output .npz file")
     add_scoring_options(p, ("hop", "last"))
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes (0: in this process)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="no per-file error or warning lines on stderr (the .npz keeps them)")
+    add_run_options(p, "the .npz")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 

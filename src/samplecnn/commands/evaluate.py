@@ -1,4 +1,5 @@
-"""`samplecnn evaluate`: clip-level ROC-AUC / PR-AUC of a checkpoint on a store split."""
+"""`samplecnn evaluate`: clip-level ROC-AUC / PR-AUC of a checkpoint on a store split, and
+precision / recall / F1 at its decision thresholds."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "path as `samplecnn tag`, but --last drop by default where tag pads), aggregate per clip (mean of segment scores by "
                     "default) and print per-tag and macro ROC-AUC and PR-AUC. Tags without a "
                     "positive clip in the split are reported and excluded from the averages. "
+                    "At the checkpoint's stored thresholds (or --threshold), per-tag "
+                    "precision, recall and F1 and their macro and micro averages. "
                     "An ONNX file of `samplecnn export` (fp32 or int8) is evaluated as it "
                     "is, on ONNX Runtime on the CPU.",
     )
@@ -23,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "of `samplecnn export`, or --pretrained")
     p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend"), last="drop")
+    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend", "threshold"), last="drop")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
@@ -37,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from samplecnn.evaluation import evaluate
-    from samplecnn.metrics import format_table
-
     from ._common import check_device, check_output_dir, scoring_options
 
     if args.batch_size <= 0:
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         result.write(args.out)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))  # strict JSON
+        if result.decisions is None:
+            print(f"samplecnn evaluate: no F1 figures: {result.thresholds}", file=sys.stderr)
     else:
-        print(format_table(result.metrics))
+        print(result.table())
         print(result.summary())
     return 0

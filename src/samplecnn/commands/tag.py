@@ -7,7 +7,7 @@ import sys
 from samplecnn.tagging.catalog import ENGINES
 from samplecnn.tagging.outputs import OUTPUT_FORMATS
 
-from ._common import add_scoring_options, finite_float, scoring_options
+from ._common import add_run_options, add_scoring_options, finite_float, scoring_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, metavar="FILE",
                    help="also tag the files a CSV or Parquet manifest lists in its 'path' column "
                         "(relative paths are under the manifest's folder)")
-    add_scoring_options(p)
+    add_scoring_options(p, ("hop", "aggregate", "last", "top_k", "threshold", "at_least_one", "backend"))
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help="output format (default json; parquet: a folder of part files, one row "
                         "per file, needs --output DIR; the Ray engine writes parquet by default)")
@@ -49,12 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="GPUs per scoring actor (default 0: CPU; fractions share a GPU)")
     p.add_argument("--taggram-dir", default=None, metavar="DIR",
                    help="write per-window scores (CSV) and a taggram image (PNG) per file")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decoding processes (default 1; 0 decodes in this process)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="no per-file error or warning lines on stderr (the output keeps them)")
+    add_run_options(p, "the output, and no note about missing decision thresholds")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -114,7 +109,8 @@ def _tag(args: argparse.Namespace, options) -> int:
                       batch_size=args.batch_size, device=args.device, workers=args.workers,
                       taggram_dir=args.taggram_dir, ray_address=args.ray_address,
                       num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
-                      on_record=on_record, warn=warn)
+                      on_record=on_record, warn=warn,
+                      note=None if args.quiet else (lambda m: print(f"samplecnn tag: note: {m}", file=sys.stderr)))
     if args.resume and run.skipped:
         print(f"samplecnn tag: resuming, {run.skipped} file(s) already done", file=sys.stderr)
     if run.failed:

@@ -64,7 +64,8 @@ class SegmentDataset(Dataset):
     """Segments of the clips of one split.
 
     Items are dicts: `audio` float32 `(1, segment_samples)`, `target` float32
-    `(n_tags,)` (the clip's tags), `clip` int64 scalar (the clip's index in the store).
+    `(n_tags,)` (the clip's tags), `clip` int64 scalar (the clip's index in the store),
+    `index` int64 scalar (the item's own index: DDP validation counts each segment once).
 
     mode="consecutive": `segments_per_clip` consecutive segments from the start of each
     clip (the paper: 10 x 59,049 samples per 29 s clip); fewer when the clip is shorter,
@@ -153,8 +154,5 @@ class SegmentDataset(Dataset):
             "audio": torch.from_numpy(x).unsqueeze(0),
             "target": self._targets[c],
             "clip": torch.tensor(c, dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
         }
-
-    def clip_labels(self) -> np.ndarray:
-        """uint8 `(n_clips_in_split, n_tags)` labels, in the order of `self.clips`."""
-        return self.store.labels[self.clips]

@@ -14,7 +14,7 @@ from samplecnn.lazy import lazy_exports
 
 _EXPORTS = {
     "IDLE": "batching", "Scored": "batching", "score_messages": "batching",
-    "BACKENDS": "runners", "PRECISIONS": "runners", "Runner": "runners", "OrtRunner": "runners",
+    "BACKENDS": "backends", "PRECISIONS": "backends", "BACKEND_ALIASES": "backends", "Runner": "runners", "OrtRunner": "runners",
     "TorchRunner": "runners", "optimize_for_inference": "runners", "resolve_backend": "runners",
     "load_runner": "runners",
     "check_device": "runners",

@@ -22,30 +22,39 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import BACKEND_ALIASES, BACKENDS, PRECISIONS
+
 __all__ = ["BACKENDS", "PRECISIONS", "Runner", "TorchRunner", "OrtRunner",
-           "optimize_for_inference", "resolve_backend", "load_runner", "check_device"]
-
-BACKENDS = ("auto", "onnxruntime", "torch", "plain")
-PRECISIONS = ("fp32", "bf16")
+           "optimize_for_inference", "resolve_backend", "load_runner", "check_device", "BACKEND_ALIASES"]
 
 
-def check_device(device: str | None) -> str:
-    """A torch device string that exists here; ValueError (one line) otherwise."""
+def check_device(device: str | None, option: str = "--device") -> str:
+    """`device` (None: "cpu") as a torch device string this machine has; otherwise one
+    line naming `option`: `cuda`/`cuda:N` without CUDA (or beyond the visible GPUs) and
+    `mps` without MPS are refused here instead of an assertion deep in torch. The one
+    device check of every command and runner."""
     import torch
 
     device = "cpu" if device is None else str(device)
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:1, ...)") from None
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{option} {device!r}: not a torch device, unknown device (use cpu, cuda, "
+                         "cuda:1, ...)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here "
+            raise ValueError(f"{option} {device}: CUDA is not available on this machine "
                              "(no GPU, or a CPU-only torch build); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type not in ("cpu", "mps"):
-        raise ValueError(f"device {device!r} is not supported here (use cpu or cuda)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{option} {device}: samplecnn runs on cpu, cuda or mps")
     return device
 
 
@@ -244,8 +253,7 @@ def _ort_available() -> bool:
 def resolve_backend(backend: str, on_cpu: bool = True, precision: str = "fp32") -> str:
     """The backend that runs: "onnx" is "onnxruntime"; "auto" is "onnxruntime" for fp32 on
     the CPU when ONNX Runtime is installed, else "torch"; the others are themselves."""
-    if backend == "onnx":
-        return "onnxruntime"
+    backend = BACKEND_ALIASES.get(backend, backend)
     if backend == "auto":
         return "onnxruntime" if on_cpu and precision == "fp32" and _ort_available() else "torch"
     return backend
@@ -262,6 +270,7 @@ def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32"
     """
     import torch
 
+    backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if precision not in PRECISIONS:
@@ -291,8 +300,7 @@ def optimize_for_inference(model, backend: str = "auto", precision: str = "fp32"
 def load_runner(path: str | os.PathLike, backend: str = "auto", device: str | None = None,
                 precision: str = "fp32", threads: int | None = None) -> Runner:
     """A runner for a checkpoint (any backend) or an ONNX file ("auto"/"onnxruntime")."""
-    if backend == "onnx":  # an alias; "auto" stays for the checkpoint's device to decide
-        backend = "onnxruntime"
+    backend = BACKEND_ALIASES.get(backend, backend)  # "auto" stays for the device to decide
     if str(path).lower().endswith(".onnx"):
         if backend not in ("auto", "onnxruntime"):
             raise ValueError(f"{path}: an ONNX file runs with the onnxruntime backend, not {backend!r}")

@@ -14,14 +14,15 @@ in eval mode up to float rounding (tests check every registered variant); with
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["fold_bn", "FusedConv", "FusedRawFrontend", "FusedMelFrontend", "FusedBasicBlock",
-           "FusedReSE2Block", "FusedResSEBlock", "FusedBlockHead", "FusedConvHead", "FusedMultiLevelHead", "FusedLeeNetBlock", "FusedLeeNetHead", "pool_time",
-           "pool_time_padded", "to_channels_last"]
+           "FusedReSE2Block", "FusedResSEBlock", "FusedMultiLevelHead", "FusedLeeNetBlock", "FusedLeeNetHead",
+           "pool_time", "pool_time_padded", "to_channels_last"]
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -61,8 +62,9 @@ def _pointwise_available() -> bool:
 
 
 # oneDNN's convolution with a fused ReLU post-op is a private torch op (present in the torch
-# versions pyproject allows). Where it is missing, or fails on a build, the twin falls back
-# to F.conv2d + relu_ (same numbers; tests run both paths).
+# versions pyproject allows). Where it is missing, or fails on a build, a twin falls back
+# to F.conv2d + relu_ (same numbers; tests run both paths). What a twin uses is its own
+# (`FusedConv.pointwise`): one failing model never switches another's kernels.
 _HAS_POINTWISE = _pointwise_available()
 
 
@@ -87,19 +89,23 @@ class FusedConv(nn.Module):
         # needs an explicit pad first.
         self.sym_pad = pad[0] if pad[0] == pad[1] else 0
         self.pre_pad = None if pad[0] == pad[1] else pad
+        self.pointwise = _HAS_POINTWISE  # this twin's kernel choice (see above)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        global _HAS_POINTWISE
         if self.pre_pad is not None:
             h = F.pad(h, self.pre_pad)
-        if h.device.type == "cpu" and _HAS_POINTWISE:
+        if h.device.type == "cpu" and self.pointwise:
             try:
                 # oneDNN convolution with ReLU as a post-op: one pass over the output.
                 return torch.ops.mkldnn._convolution_pointwise(
                     h, self.weight, self.bias, [0, self.sym_pad], [1, self.stride], [1, 1], 1,
                     "relu" if self.relu else "none", [], "")
-            except (RuntimeError, NotImplementedError):
-                _HAS_POINTWISE = False
+            except (RuntimeError, NotImplementedError) as err:
+                self.pointwise = False
+                reason = " ".join(str(err).split())[:200] or type(err).__name__
+                warnings.warn(f"samplecnn: oneDNN's fused convolution failed ({reason}); this "
+                              "layer uses conv2d + relu from now on (same numbers)",
+                              RuntimeWarning, stacklevel=2)
         y = F.conv2d(h, self.weight, self.bias, stride=(1, self.stride), padding=(0, self.sym_pad))
         return y.relu_() if self.relu else y
 
@@ -237,28 +243,7 @@ class FusedResSEBlock(FusedReSE2Block):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.from_audio:
             h = to_channels_last(h.to(self.dtype))
-        y = squeeze_excite(self.conv2(self.conv1(h)), self.se)
-        y = y + (self.shortcut(h) if self.shortcut is not None else h)
-        # ReLU commutes with max-pooling: pool first, then ReLU on m-times fewer values.
-        return pool_time(y, self.m).relu_()
-
-
-class FusedBlockHead(nn.Module):
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-
-    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        return self.block(blocks[-1])
-
-
-class FusedConvHead(nn.Module):
-    def __init__(self, conv: nn.Conv1d, bn: nn.BatchNorm1d, dtype: torch.dtype):
-        super().__init__()
-        self.conv = FusedConv(conv, bn, relu=True, dtype=dtype)
-
-    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        return self.conv(blocks[-1])
+        return super().forward(h)
 
 
 class FusedMultiLevelHead(nn.Module):

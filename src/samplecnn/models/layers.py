@@ -216,7 +216,8 @@ class BlockHead(nn.Module):
         return self.block(blocks[-1])
 
     def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
-        return fused.FusedBlockHead(self.block.fuse(dtype))
+        # The same head over the block's twin: its forward works on channels-last too.
+        return BlockHead(self.block.fuse(dtype))
 
 
 class MLPClassifier(nn.Module):
@@ -256,7 +257,7 @@ class ConvHead(nn.Module):
         return self.conv(blocks[-1])
 
     def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
-        return fused.FusedConvHead(self.conv[0], self.conv[1], dtype)
+        return BlockHead(fused.FusedConv(self.conv[0], self.conv[1], relu=True, dtype=dtype))
 
 
 class MultiLevelHead(nn.Module):

@@ -8,12 +8,10 @@
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
-__all__ = ["create_app", "STATIC_DIR"]
+_EXPORTS = {"create_app": "app", "STATIC_DIR": "app", "Service": "runtime"}
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str):
-    if name in __all__:
-        return getattr(importlib.import_module("samplecnn.service.app"), name)
-    raise AttributeError(f"module 'samplecnn.service' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -74,9 +74,19 @@ def window_options(
 
 
 def tag_options(base: ScoringOptions = Depends(window_options), top_k: int = Query(5, ge=0, le=10_000),
-                aggregate: Literal[AGGREGATIONS] = "mean") -> ScoringOptions:
-    """`window_options` plus how a clip's windows are aggregated and listed."""
-    return base.replace(top_k=top_k, aggregate=aggregate)
+                aggregate: Literal[AGGREGATIONS] = "mean",
+                threshold: Optional[float] = Query(
+                    None, ge=0, le=1, description="decide every tag at score >= threshold in "
+                    "`labels` (default: the model's stored per-tag thresholds)"),
+                at_least_one: bool = Query(
+                    False, description="`labels` holds at least the top tag when none passes")
+                ) -> ScoringOptions:
+    """`window_options` plus how a clip's windows are aggregated, listed and decided."""
+    try:
+        return base.replace(top_k=top_k, aggregate=aggregate, threshold=threshold,
+                            at_least_one=at_least_one)
+    except ValueError as err:  # NaN passes the bounds above
+        raise ApiError(422, str(err)) from None
 
 
 def _rounded(a: np.ndarray, digits: int = 6) -> list:
@@ -97,14 +107,15 @@ async def model_info(svc: Service = Depends(get_service)):
     return {"name": svc.name, "tags": t.tags, "sample_rate": t.sample_rate,
             "input_samples": t.input_samples, "window_s": round(t.window_s, 6),
             "layers": t.layer_names, "max_upload_mb": svc.max_upload_mb,
-            "auth_required": svc.api_key is not None}
+            "auth_required": svc.api_key is not None,
+            "thresholds": None if t.thresholds is None else _rounded(t.thresholds)}
 
 
 @v1.post("/tag", response_model=TagOut, responses=_ERRORS, openapi_extra={"requestBody": AUDIO_BODY})
 async def tag(request: Request, options: ScoringOptions = Depends(tag_options),
               filename: Optional[str] = _NAME_Q, svc: Service = Depends(get_service)):
     """Tag one upload: the record `samplecnn tag` writes (every tag's score, the top
-    `top_k`), with `path` = the upload's file name as given."""
+    `top_k`, the decided `labels`), with `path` = the upload's file name as given."""
     path, info, scored = await svc.run(request, ("tag",), options, filename)
     rec = svc.tagger.make_record(None, scored.outputs, info, options)
     rec["path"] = path  # the upload's name as given, not a path on this machine

@@ -30,6 +30,7 @@ class ModelOut(BaseModel):
     layers: list[str]
     max_upload_mb: float
     auth_required: bool
+    thresholds: Optional[list[float]] = None  # per tag, in tag order; None: the model has none
 
 
 class TagOut(BaseModel):
@@ -45,6 +46,7 @@ class TagOut(BaseModel):
     aggregate: str
     tags: Optional[dict[str, float]]
     top: list[list[Any]]
+    labels: Optional[list[str]]
     warnings: list[str]
     error: Optional[str]
 

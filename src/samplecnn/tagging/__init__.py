@@ -11,25 +11,24 @@ and must not pay for torch.
 """
 from __future__ import annotations
 
-import importlib
+from samplecnn.lazy import lazy_exports
 
 _EXPORTS = {
-    "Tagger": "samplecnn.tagging.tagger",
-    "Taggram": "samplecnn.tagging.tagger",
-    "Embedding": "samplecnn.tagging.tagger",
-    "FileResult": "samplecnn.tagging.tagger",
-    "expand_paths": "samplecnn.tagging.sources",
-    "iter_windows": "samplecnn.tagging.sources",
-    "StreamInfo": "samplecnn.tagging.sources",
-    "open_writer": "samplecnn.tagging.writers",
-    "read_done_paths": "samplecnn.tagging.writers",
-    "write_taggram": "samplecnn.tagging.writers",
+    "Tagger": "tagger",
+    "Taggram": "tagger",
+    "Embedding": "tagger",
+    "FileResult": "tagger",
+    "run_batched": "tagger",
+    "expand_paths": "sources",
+    "iter_windows": "sources",
+    "window_messages": "sources",
+    "StreamInfo": "sources",
+    "open_writer": "writers",
+    "read_done_paths": "writers",
+    "write_taggram": "writers",
+    "tag_catalog": "catalog",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'samplecnn.tagging' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -52,6 +52,7 @@ def tag_catalog(
     rows_per_part: int = 1000,
     on_record: Callable[[dict], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
     **scoring,
 ) -> CatalogRun:
     """Tag `inputs` (files, folders, globs) and/or the files a `manifest` lists into
@@ -65,7 +66,8 @@ def tag_catalog(
     `gpus_per_worker` GPUs, `cpus_per_worker` CPUs), on the cluster at `ray_address` (or a
     Ray instance already started in this process, or a new local one); it writes Parquet
     or JSONL. `resume` skips the files `output` already holds without an error.
-    `on_record(record)` sees every record as it is written. Raises ValueError for unusable
+    `on_record(record)` sees every record as it is written; `note(line)` gets one-line
+    notes about the run (a model without decision thresholds: `labels` null). Raises ValueError for unusable
     options or inputs, before any file is read; failed files are records with an `error`
     and counted in `CatalogRun.failed`.
     """
@@ -98,16 +100,16 @@ def tag_catalog(
                        options=options, batch_size=batch_size, ray_address=ray_address,
                        num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                        cpus_per_worker=cpus_per_worker, files_per_batch=files_per_batch,
-                       rows_per_part=rows_per_part, on_record=on_record, warn=warn)
+                       rows_per_part=rows_per_part, on_record=on_record, warn=warn, note=note)
     return _run_local(model, paths, manifest=manifest, output=output, fmt=fmt, resume=resume,
                       options=options, batch_size=batch_size, device=device, workers=workers,
                       taggram_dir=taggram_dir, rows_per_part=rows_per_part, on_record=on_record,
-                      warn=warn)
+                      warn=warn, note=note)
 
 
 def _run_local(model, paths: list[str], *, manifest, output, fmt: str, resume: bool,
                options: ScoringOptions, batch_size: int, device: str, workers: int, taggram_dir,
-               rows_per_part: int, on_record, warn=None) -> CatalogRun:
+               rows_per_part: int, on_record, warn=None, note=None) -> CatalogRun:
     """The local engine: this process scores, `workers` processes decode."""
     from .tagger import Tagger
     from .writers import taggram_names, write_taggram
@@ -115,6 +117,7 @@ def _run_local(model, paths: list[str], *, manifest, output, fmt: str, resume: b
     if manifest is not None:
         paths = paths + read_manifest(manifest, seen={path_key(p) for p in paths}, warn=warn)
     tagger = Tagger.load(model, backend=options.backend, device=device, batch_size=batch_size)
+    _note_thresholds(tagger, options, note)
     skipped, todo = 0, paths
     if resume:
         done = done_keys(fmt, output)
@@ -132,3 +135,11 @@ def _run_local(model, paths: list[str], *, manifest, output, fmt: str, resume: b
                          rows_per_part=rows_per_part)
     tagged, failed = write_records(records(), writer, on_record)
     return CatalogRun(len(paths), skipped, tagged, failed)
+
+
+def _note_thresholds(tagger, options: ScoringOptions, note) -> None:
+    from samplecnn.thresholds import missing_note
+
+    line = missing_note(tagger.threshold_info, options.threshold)
+    if line and note is not None:
+        note(line)

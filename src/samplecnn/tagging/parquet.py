@@ -2,8 +2,8 @@
 
 One row per file, columns (see docs/cluster.md for each one):
 
-    path, duration_s, sample_rate, segments, <one float64 column per tag>, top, error,
-    warnings, model, source_sample_rate, source_channels, window_s, hop_s, last_window,
+    path, duration_s, sample_rate, segments, <one float64 column per tag>, top, labels,
+    error, warnings, model, source_sample_rate, source_channels, window_s, hop_s, last_window,
     aggregate
 
 Rows are gathered `rows_per_part` at a time and each batch is written as one part file
@@ -36,7 +36,7 @@ __all__ = ["ParquetOutput", "read_output", "done_keys", "tag_columns", "FIXED_CO
 
 # Columns before the tag columns, and after them.
 _HEAD = ["path", "duration_s", "sample_rate", "segments"]
-_TAIL = ["top", "error", "warnings", "model", "source_sample_rate", "source_channels",
+_TAIL = ["top", "labels", "error", "warnings", "model", "source_sample_rate", "source_channels",
          "window_s", "hop_s", "last_window", "aggregate"]
 FIXED_COLUMNS = _HEAD + _TAIL
 _PART_GLOB = "part-*.parquet"
@@ -56,6 +56,7 @@ def _schema(tags: list[str]):
               pa.field("segments", pa.int32())]
     fields += [pa.field(c, pa.float64()) for c in tag_columns(tags)]
     fields += [pa.field("top", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
+               pa.field("labels", pa.list_(pa.string())),
                pa.field("error", pa.string()),
                pa.field("warnings", pa.list_(pa.string())),
                pa.field("model", pa.string()),
@@ -130,6 +131,7 @@ class ParquetOutput:
             "sample_rate": rec.get("sample_rate"),
             "segments": rec.get("segments"),
             "top": [{"tag": t, "score": float(s)} for t, s in rec.get("top") or []],
+            "labels": None if rec.get("labels") is None else [str(t) for t in rec["labels"]],
             "error": rec.get("error"),
             "warnings": [str(w) for w in rec.get("warnings") or []],
             "model": self.model,

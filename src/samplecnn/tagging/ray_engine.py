@@ -49,6 +49,7 @@ FAULT_ENV = "SAMPLECNN_RAY_FAULT_FILE"
 # CPUs a decode task asks Ray for: decoding costs a few per cent of scoring, and a small
 # share lets it run beside actors that hold most of a machine's CPUs.
 DECODE_CPUS = 0.25
+_LOG_ENV = "RAY_BACKEND_LOG_LEVEL"
 BLOCK_BYTES = 8 << 20
 
 
@@ -184,20 +185,31 @@ def _configured():
     saved = {k: getattr(ctx, k) for k in _SETTINGS if hasattr(ctx, k)}
     for k in saved:
         setattr(ctx, k, _SETTINGS[k])
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         yield
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _connect(ray, address: str | None) -> bool:
-    """Join `address` (see `ray_connect.connect`: one line, in bounded time, on failure)."""
+    """Join `address` (see `ray_connect.connect`: one line, in bounded time, on failure).
+    `RAY_BACKEND_LOG_LEVEL`, which it sets for Ray's start (read then, also by the
+    processes Ray starts), is put back as the caller had it."""
     from .ray_connect import connect
 
-    return connect(ray, address)
+    saved = os.environ.get(_LOG_ENV)
+    try:
+        return connect(ray, address)
+    finally:
+        if saved is None:
+            os.environ.pop(_LOG_ENV, None)
 
 
 def _actor_cpus(cluster_cpus: float, num_workers: int, gpus: float) -> float:
@@ -234,7 +246,7 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
             ray_address: str | None = None, num_workers: int = 1, gpus_per_worker: float = 0.0,
             cpus_per_worker: float | None = None, files_per_batch: int = 4,
             rows_per_part: int = 1000, on_record: Callable[[dict], None] | None = None,
-            warn: Callable[[str], None] | None = None):
+            warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
     """The Ray engine behind `tagging.catalog.tag_catalog(engine="ray")` (see there)."""
     from .manifest import check_manifest
     from .outputs import CatalogRun, done_keys, model_name, open_output, write_records
@@ -261,6 +273,10 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
     # cheapest to load; the actors build the runner asked for.
     meta = Tagger.load(model, backend=backend if is_onnx else "plain", device="cpu")
     grid = meta.grid(options)  # unpadded windows for a whole-clip model
+    from samplecnn.thresholds import missing_note
+
+    if note is not None and (line := missing_note(meta.threshold_info, options.threshold)):
+        note(line)
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if manifest is not None:
         check_manifest(manifest)
@@ -283,10 +299,11 @@ def run_ray(model, paths: Sequence[str], *, manifest=None, output, fmt: str = "p
 
     done = done_keys(fmt, output) if resume else set()
     with contextlib.ExitStack() as stack:
+        # Settings first, so that what Ray's start changes (its loggers) is put back too.
+        stack.enter_context(_configured())
         started = _connect(ray, ray_address)
         if started:
             stack.callback(ray.shutdown)
-        stack.enter_context(_configured())
         cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actor_cpus = cpus_per_worker or _actor_cpus(cluster_cpus, int(num_workers), gpus_per_worker)
         if started and actor_cpus * int(num_workers) + DECODE_CPUS > cluster_cpus:

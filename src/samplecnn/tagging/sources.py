@@ -33,6 +33,7 @@ __all__ = [
     "window_messages",
     "file_blocks",
     "error_reason",
+    "PATH_TYPES",
     "iter_file_messages",
     "worker_messages",
     "as_float_audio",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 # What a source that is a file name can be; anything else is an array of samples.
-_PATH_TYPES = (str, bytes, os.PathLike)
+PATH_TYPES = (str, bytes, os.PathLike)
 _GLOB_CHARS = "*?["
 _BLOCK = 1 << 16  # samples per block of an array source
 
@@ -277,7 +278,7 @@ def iter_windows(
     were yielded.
     """
     info = info if info is not None else StreamInfo()
-    if isinstance(source, _PATH_TYPES):
+    if isinstance(source, PATH_TYPES):
         if not os.fspath(source):  # a blank manifest row: one reason for every engine
             raise ValueError(EMPTY_PATH)
         if source_sample_rate is not None:

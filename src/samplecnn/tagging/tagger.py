@@ -24,7 +24,7 @@ from samplecnn.options import ScoringOptions, check_threshold
 from samplecnn.thresholds import decide
 from samplecnn.windows import WindowGrid
 
-from .sources import _PATH_TYPES, window_messages, worker_messages
+from .sources import PATH_TYPES, window_messages, worker_messages
 from .writers import record_path, record_text
 
 
@@ -112,7 +112,7 @@ def run_batched(
                                                source_sample_rate=source_sample_rate, errors=errors))
     for res in score_messages(messages, compute, batch_size):
         src = sources[res.key]
-        path = os.fsdecode(src) if isinstance(src, _PATH_TYPES) else None
+        path = os.fsdecode(src) if isinstance(src, PATH_TYPES) else None
         yield FileResult(res.key, path, res.info, res.starts, res.outputs, res.error)
 
 
@@ -261,7 +261,7 @@ class Tagger:
 
     # -- single sources: the batching loop over one source --------------------------------
     def _one(self, source, sample_rate, options: ScoringOptions, compute) -> FileResult:
-        if sample_rate is not None and not isinstance(source, _PATH_TYPES):
+        if sample_rate is not None and not isinstance(source, PATH_TYPES):
             # An int in the range a file's header may announce ("16000" and 1 are bugs).
             from samplecnn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
             from samplecnn.options import check_int

@@ -32,7 +32,9 @@ __all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key", "recor
            "record_key", "FORMATS"]
 
 FORMATS = ("json", "jsonl", "csv")
-CSV_FIELDS = ["path", "duration_s", "sample_rate", "segments", "error"]
+CSV_FIELDS = ["path", "duration_s", "sample_rate", "segments", "error", "labels"]
+# `labels` in a CSV cell: the decided tags joined as the data CSVs join tags.
+LABEL_SEPARATOR = ";"
 
 
 def record_path(path: str | os.PathLike) -> str:
@@ -99,6 +101,7 @@ class _CsvWriter(_Writer):
         w.writerow(CSV_FIELDS + self.tags)
         for r in records:
             row = ["" if r.get(k) is None else r.get(k) for k in CSV_FIELDS]
+            row[CSV_FIELDS.index("labels")] = LABEL_SEPARATOR.join(r.get("labels") or [])
             scores = r.get("tags") or {}
             row += [scores.get(t, "") for t in self.tags]
             w.writerow(row)
@@ -243,10 +246,7 @@ def write_taggram(taggram, directory: str | os.PathLike, stem: str, image: bool 
 
 
 def _plot_taggram(taggram, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot, no backend: the caller's is left alone
 
     n_tags = len(taggram.tags)
     end = float(taggram.end_s[-1]) if len(taggram.end_s) else 1.0

@@ -54,7 +54,7 @@ class SegmentDataModule(L.LightningDataModule):
     """Train / valid (/ test) segments of a store for one model's segment length.
 
     Batches are dicts: `audio` float32 `(B, 1, segment_samples)`, `target` float32
-    `(B, n_tags)`, `clip` int64 `(B,)`.
+    `(B, n_tags)`, `clip` int64 `(B,)`, `index` int64 `(B,)` (the segment's index in its set).
     """
 
     def __init__(self, store: str, segment_samples: int, seed: int = 0,
@@ -86,14 +86,6 @@ class SegmentDataModule(L.LightningDataModule):
                                  "training needs train and valid splits")
         self.train_set: SegmentDataset | None = None
         self.valid_set: SegmentDataset | None = None
-
-    @property
-    def tags(self) -> list[str]:
-        return self.store.tags
-
-    @property
-    def sample_rate(self) -> int:
-        return self.store.sample_rate
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

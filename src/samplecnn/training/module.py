@@ -49,7 +49,8 @@ class TaggingModule(L.LightningModule):
         self.training_config = training_config or {}
         self.seed = int(seed)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+        self.val_clip_scores: tuple[np.ndarray, np.ndarray] | None = None  # (clip ids, scores)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, 1, input_samples)` -> logits `(B, n_tags)`."""
@@ -95,7 +96,7 @@ class TaggingModule(L.LightningModule):
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(batch["target"]))
         self._val_outputs.append((logits.detach(), batch["target"].detach(),
-                                  batch["clip"].detach()))
+                                  batch["clip"].detach(), batch["index"].detach()))
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -107,15 +108,21 @@ class TaggingModule(L.LightningModule):
         logits = torch.cat([o[0] for o in self._val_outputs])
         targets = torch.cat([o[1] for o in self._val_outputs])
         clips = torch.cat([o[2] for o in self._val_outputs])
+        index = torch.cat([o[3] for o in self._val_outputs])
         self._val_outputs = []
         if self.trainer.world_size > 1:
-            # Shards are padded to equal length, so all_gather works; duplicated segments
-            # only nudge this monitoring metric.
-            logits, targets, clips = (self.all_gather(t).flatten(0, 1) for t in (logits, targets, clips))
-        clip_ids, clip_scores = aggregate_clips(logits.cpu().numpy(), clips.cpu().numpy())
+            # Shards are padded to equal length (so all_gather works) by repeating items:
+            # each segment is counted once, by its index in the validation set.
+            logits, targets, clips, index = (self.all_gather(t).flatten(0, 1)
+                                             for t in (logits, targets, clips, index))
+        logits, targets, clips = once_per_segment(index.cpu().numpy(), logits.cpu().numpy(),
+                                                  targets.cpu().numpy(), clips.cpu().numpy())
+        clip_ids, clip_scores = aggregate_clips(logits, clips)
+        # What `evaluate` with the same options reports (tested): kept for inspection.
+        self.val_clip_scores = (clip_ids, clip_scores)
         # Each clip's target: the target of (any) one of its segments.
-        first = np.unique(clips.cpu().numpy(), return_index=True)[1]
-        labels = targets.cpu().numpy()[first]
+        first = np.unique(clips, return_index=True)[1]
+        labels = targets[first]
         m = tag_metrics(labels, clip_scores)
         if not math.isnan(m.macro_roc_auc):
             self.log("val_roc_auc", m.macro_roc_auc, prog_bar=True, rank_zero_only=False)
@@ -162,6 +169,13 @@ class TaggingModule(L.LightningModule):
             global_step=int(self.global_step),
             val_loss=_float_or_none(self.trainer.callback_metrics.get("val_loss")) if self._trainer else None,
         )
+
+
+def once_per_segment(index: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows of `arrays` (each `(n, ...)`) with each segment `index` `(n,)` kept once (the
+    first), in index order: what a padded DDP shard repeats is counted once."""
+    _, keep = np.unique(index, return_index=True)
+    return tuple(a[keep] for a in arrays)
 
 
 def _float_or_none(x: Any) -> float | None:

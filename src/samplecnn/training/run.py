@@ -15,6 +15,10 @@ Run folder layout (`out_dir`):
     logs/tb/                    TensorBoard events
     train_summary.json          best/last paths, best validation loss, epochs run
 
+At the end of a run, per-tag decision thresholds are fitted on the validation split
+(max F1, `samplecnn.evaluation.fit_checkpoint_thresholds`) for best.ckpt and last.ckpt
+each and stored in them, so a trained checkpoint decides (`labels`) out of the box.
+
 One process trains into a run folder at a time (`samplecnn.locks.exclusive`); a second
 one is refused with `OutputBusy`. A run folder that already holds checkpoints is
 continued with `resume=` or started over with `overwrite=True` (which first removes the
@@ -320,14 +324,16 @@ def train(config: dict | str | os.PathLike | None = None, overrides: list[str] |
         t = cfg["trainer"]
         runtime_for_mode(t["fast_steps"], t["num_threads"]).apply()
         with _quiet_lightning():
-            return _fit(cfg, store, model_config, out, resume_ckpt, progress)
+            return _fit(cfg, store, model_config, out, resume_ckpt, progress, log)
 
 
 def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
-         resume_ckpt: Path | None, progress: bool | None) -> TrainResult:
+         resume_ckpt: Path | None, progress: bool | None, log=print) -> TrainResult:
     t, d = cfg["trainer"], cfg["data"]
     seed = int(cfg["seed"])
-    L.seed_everything(seed, workers=True, verbose=False)
+    # No reseeding of the global RNGs (this is library code): weights, crops, order and
+    # dropout each draw from generators seeded from `seed` (model_from_config,
+    # epoch_plan, TaggingModule.step_seed), and dataset items draw nothing.
     on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
     dm = SegmentDataModule(
         store.path, model_config["input_samples"], seed=seed, train_mode=d["train_mode"],
@@ -399,5 +405,29 @@ def _fit(cfg: dict, store: SegmentStore, model_config: dict, out: Path,
         stopped_by_schedule=bool(schedule is not None and schedule.finished),
     )
     if trainer.is_global_zero:
+        store_thresholds([result.best_checkpoint, result.last_checkpoint], store,
+                         cfg["data"]["eval_batch_size"], "cuda" if on_gpu else "cpu", log)
         write_json(out / "train_summary.json", result.to_dict())
     return result
+
+
+def store_thresholds(checkpoints: list[str], store: SegmentStore, batch_size: int = 64,
+                     device: str = "cpu", log=print) -> None:
+    """Fit decision thresholds on the validation split into each checkpoint (a run's
+    best.ckpt and last.ckpt; missing ones are skipped)."""
+    from ..checkpoint import set_thresholds
+    from ..evaluation import fit_checkpoint_thresholds
+
+    if len(store.split_indices("valid")) == 0:
+        log("thresholds: the store has no validation clips; checkpoints carry no decision "
+            "thresholds (fit them with `samplecnn thresholds`)")
+        return
+    for ckpt in dict.fromkeys(checkpoints):
+        if not Path(ckpt).is_file():
+            continue
+        fit = fit_checkpoint_thresholds(ckpt, store, "valid", batch_size=batch_size, device=device)
+        set_thresholds(ckpt, fit.thresholds)
+        th = fit.thresholds
+        unfitted = f"; unfitted: {', '.join(th.unfitted)}" if th.unfitted else ""
+        log(f"thresholds: {Path(ckpt).name}: {th.describe()}, valid macro F1 "
+            f"{fit.decisions.macro_f1:.4f}{unfitted}")

@@ -20,7 +20,7 @@
     progressRow: $("progress-row"), progress: $("progress"), status: $("status"), error: $("error"),
     result: $("result"), fileName: $("file-name"), fileMeta: $("file-meta"), warnings: $("warnings"),
     player: $("player"), canvas: $("taggram"), box: $("taggram-box"), marker: $("marker"),
-    tags: $("tags"), windowS: $("window-s"),
+    tags: $("tags"), labels: $("labels"), windowS: $("window-s"),
   };
 
   let model = null;        // GET v1/model answer
@@ -264,11 +264,40 @@
     ui.warnings.hidden = warnings.length === 0;
     ui.warnings.textContent = warnings.join(" · ");
 
+    // the decided tags (score at or above the tag's threshold): listed, and their bars marked
+    const labels = record.labels;
+    const decided = new Set(labels || []);
+    ui.labels.textContent = "";
+    if (labels === null || labels === undefined) {
+      ui.labels.textContent = "No decisions: this model has no thresholds (fit them with samplecnn thresholds).";
+      ui.labels.className = "labels none";
+    } else if (!labels.length) {
+      ui.labels.textContent = "No tag reaches its threshold.";
+      ui.labels.className = "labels none";
+    } else {
+      ui.labels.className = "labels";
+      ui.labels.append("Labels: ");
+      labels.forEach((name, i) => {
+        const chip = document.createElement("span");
+        chip.className = "label-chip";
+        chip.textContent = name;
+        ui.labels.append(chip, i < labels.length - 1 ? " " : "");
+      });
+    }
+    ui.tags.dataset.labels = JSON.stringify(labels ?? null);
+    ui.tags.classList.toggle("deciding", Array.isArray(labels));
+    const index0 = new Map((model && model.tags || []).map((t, i) => [t, i]));
+    const limits = model && model.thresholds;
+
     ui.tags.textContent = "";
     const top = (record.top && record.top.length ? record.top
       : Object.entries(record.tags).sort((a, b) => b[1] - a[1])).slice(0, TOP_K);
     for (const [name, score] of top) {
       const li = document.createElement("li");
+      if (decided.has(name)) {
+        li.className = "decided";
+        li.dataset.decided = "true";
+      }
       const label = document.createElement("span");
       label.className = "tag-name";
       label.textContent = name;
@@ -285,6 +314,15 @@
       fill.style.width = `${(Math.max(0, Math.min(1, score)) * 100).toFixed(1)}%`;
       fill.style.display = "block";
       bar.appendChild(fill);
+      const limit = limits && index0.has(name) ? limits[index0.get(name)] : null;
+      if (limit !== null && limit !== undefined) { // the tag's threshold, as a tick on its bar
+        const tick = document.createElement("span");
+        tick.className = "tag-threshold";
+        tick.style.left = `${(Math.max(0, Math.min(1, limit)) * 100).toFixed(1)}%`;
+        tick.title = `threshold ${limit.toFixed(3)}`;
+        bar.appendChild(tick);
+      }
+      if (decided.has(name)) label.textContent = `✓ ${name}`;
       const value = document.createElement("span");
       value.className = "tag-score";
       value.textContent = score.toFixed(3);

@@ -1,13 +1,19 @@
-"""The measurements `samplecnn bench` and benchmarks/run.py make."""
+"""The measurements `samplecnn bench` and benchmarks/run.py make.
+
+Library code: nothing here changes process-wide settings. Callers are entry points and
+apply their `samplecnn.runtime.Runtime` first (`samplecnn bench` applies
+`Runtime(num_threads=...)`, or `training.fast.runtime_for_mode(mode, ...)` for training).
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
-from samplecnn.inference.runners import BACKENDS, PRECISIONS, optimize_for_inference
-from samplecnn.runtime import Runtime
-from samplecnn.training.fast import TRAIN_MODES, prepare_for_training, runtime_for_mode
+from samplecnn.inference.runners import BACKENDS, optimize_for_inference
+from samplecnn.training.fast import prepare_for_training
+
+__all__ = ["matmul_peak_gflops", "bench_inference", "bench_training"]
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
@@ -23,9 +29,6 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 3, dtype: torch.dtype = tor
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
-
-
-INFER_BACKENDS = BACKENDS
 
 
 def _timed(fn, iters: int, warmup: int) -> list[float]:
@@ -54,9 +57,8 @@ def _summary(times: list[float], batch: int, flops_per_segment: int) -> dict:
 
 
 def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision: str = "fp32",
-                    iters: int = 5, warmup: int = 1, threads: int | None = None,
-                    device: str = "cpu", seed: int = 0, calibration_windows: int = 32,
-                    calibration_method: str = "percentile") -> dict:
+                    iters: int = 5, warmup: int = 1, device: str = "cpu", seed: int = 0,
+                    calibration_windows: int = 32, calibration_method: str = "percentile") -> dict:
     """Segments per second of the inference path for a registered variant.
 
     Random weights (`create_model(name, seed=seed)`), random input `(batch,
@@ -72,11 +74,10 @@ def bench_inference(name: str, batch: int = 16, backend: str = "auto", precision
 
     from samplecnn.models import create_model
 
-    if backend not in INFER_BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(INFER_BACKENDS)}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if batch < 1 or iters < 1:
         raise ValueError(f"batch and iters must be >= 1, got {batch} and {iters}")
-    Runtime(num_threads=threads).apply()
     # Runners name their outputs, so the random model gets placeholder tag names.
     model = create_model(name, seed=seed, tags=[f"tag{i}" for i in range(50)]).eval().to(device)
     x = np.random.default_rng(seed).standard_normal((batch, model.input_samples)).astype(np.float32)
@@ -118,8 +119,7 @@ def int8_runner(model, backend: str = "auto", device: str = "cpu", windows: int 
 
 
 def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: str = "fp32",
-                   iters: int = 5, warmup: int = 1, threads: int | None = None,
-                   device: str = "cpu", seed: int = 0) -> dict:
+                   iters: int = 5, warmup: int = 1, device: str = "cpu", seed: int = 0) -> dict:
     """Segments per second of a training step (forward, BCE loss, backward, SGD-Nesterov
     update: the paper's recipe) for a registered variant with random weights, input and
     targets. `setup_s` includes the first (compiling) step in "compile" mode."""
@@ -129,7 +129,6 @@ def bench_training(name: str, batch: int = 16, mode: str = "plain", precision: s
 
     if batch < 2 or iters < 1:
         raise ValueError(f"training needs batch >= 2 (BatchNorm) and iters >= 1, got {batch} and {iters}")
-    runtime_for_mode(mode, num_threads=threads).apply()
     model = create_model(name, seed=seed).train().to(device)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, model.input_samples, generator=g).to(device)
