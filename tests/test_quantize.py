@@ -294,9 +294,10 @@ def test_embed_with_an_int8_file_keeps_the_features_outputs(trained, tmp_path, c
     with np.load(npz["fp32"]) as f, np.load(npz["int8"]) as q:
         a, b = f["window_embeddings"], q["window_embeddings"]
         assert a.shape == b.shape and a.shape[1] == 64
-        # int8 rounding: close to fp32, not equal.
-        assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
-        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+        # int8 rounding: close to fp32, not equal (a loose bound: calibration moves it).
+        rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert 0 < rel <= 0.25 and cos.min() >= 0.95, (rel, cos.min())
     capsys.readouterr()
     assert main(["embed", str(int8), str(wav), "-o", str(tmp_path / "e.npz"), "--layer", "block2"]) == 2
     err = capsys.readouterr().err.strip()
