@@ -112,7 +112,7 @@ def test_unusable_home_warns_once_for_scoring_and_is_one_line_for_downloads(
     monkeypatch.setenv("SAMPLECNN_HOME", str(home))
     monkeypatch.setattr(onnx, "_cache_warned", False)
     for _ in range(2):  # warned once per process, scored every time
-        assert main(["tag", ckpt, wav, "--workers", "0", "--backend", "onnxruntime"]) == 0
+        assert main(["tag", ckpt, wav, "--workers", "0", "--backend", "onnxruntime", "--threshold", "0.5"]) == 0
     out = capsys.readouterr()
     warn = out.err.strip().splitlines()
     assert len(warn) == 1 and warn[0].startswith("samplecnn: warning:"), warn

@@ -140,7 +140,7 @@ def test_device_outputs_of_other_commands(ckpt, wav, tmp_path):
 def test_full_device_is_one_line_exit_2(ckpt, wav, tmp_path, capsys):
     full = _device(tmp_path / "full", FULL)
     for fmt in ("jsonl", "json", "csv"):
-        assert main(["tag", ckpt, wav, "--format", fmt, "-o", full, "--workers", "0"]) == 2
+        assert main(["tag", ckpt, wav, "--format", fmt, "-o", full, "--workers", "0", "--threshold", "0.5"]) == 2
         _one_error_line(capsys, "full: cannot write: No space left on device")
     assert _is_chr(full)
 
@@ -149,7 +149,7 @@ def test_fifo_is_written_through_when_read_and_refused_when_not(ckpt, wav, tmp_p
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     # Nobody reads: one line, no hang, the FIFO stays.
-    assert main(["tag", ckpt, wav, "--format", "json", "-o", str(fifo), "--workers", "0"]) == 2
+    assert main(["tag", ckpt, wav, "--format", "json", "-o", str(fifo), "--workers", "0", "--threshold", "0.5"]) == 2
     _one_error_line(capsys, "no process is reading this pipe")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     got = []

@@ -98,7 +98,7 @@ def _tag(job, address, home, timeout_s=None, **env):
     code = ("import sys\nimport samplecnn.tagging.ray_connect as rc\n"
             + (f"rc.CONNECT_TIMEOUT_S = {timeout_s}\n" if timeout_s else "")
             + "from samplecnn.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-    argv = ["tag", ckpt, wav, "--engine", "ray", "--ray-address", address, "-o", str(d / "out")]
+    argv = ["tag", ckpt, wav, "--engine", "ray", "--ray-address", address, "-o", str(d / "out"), "--threshold", "0.5"]
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                          env=_env(home, **env), timeout=240)

@@ -219,7 +219,7 @@ def test_cli_train_redirected_is_quiet_and_retain_trains_as_plain(store, tmp_pat
         assert noise not in both, both
     assert p.stderr.strip() == ""
     lines = p.stdout.strip().splitlines()
-    assert all(line.startswith(("note:", "trained 1 epochs", "best:", "last:")) for line in lines), lines
+    assert all(line.startswith(("note:", "trained 1 epochs", "best:", "last:", "thresholds:")) for line in lines), lines
     a = _ckpt(Path(plain.last_checkpoint))["state_dict"]
     b = _ckpt(tmp_path / "fast/checkpoints/last.ckpt")["state_dict"]
     assert a.keys() == b.keys()

@@ -58,3 +58,14 @@ def path_key(path: str | os.PathLike) -> str:
     """What identifies a file across runs and working directories: its absolute,
     normalised path (symlinks are not resolved: a link and its target are two inputs)."""
     return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+def unique_name(base: str, taken: set[str], sep: str = "_") -> str:
+    """`base`, or `base{sep}2`, `base{sep}3`, ... : the first not in `taken`, which it is
+    added to (taggram file stems, beets field names: one name per input, in order)."""
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{sep}{n}"
+    taken.add(name)
+    return name

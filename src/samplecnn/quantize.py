@@ -265,6 +265,8 @@ def quantize_graph(graph: bytes, windows: np.ndarray, recipe: QuantRecipe,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from samplecnn.inference.onnx import finish_graph
+
     proto = onnx.load_from_string(graph)
     props = {p.key: p.value for p in proto.metadata_props}
     if "samplecnn.tags" not in props:
@@ -310,10 +312,4 @@ def quantize_graph(graph: bytes, windows: np.ndarray, recipe: QuantRecipe,
     meta = {k: v for k, v in props.items() if k.startswith("samplecnn.")}
     meta["samplecnn.precision"] = "int8"
     meta["samplecnn.quantization"] = json.dumps(info, ensure_ascii=False)
-    del qproto.metadata_props[:]
-    for k, v in meta.items():
-        entry = qproto.metadata_props.add()
-        entry.key, entry.value = k, v
-    qproto.producer_name = "samplecnn"
-    onnx.checker.check_model(qproto)
-    return qproto.SerializeToString()
+    return finish_graph(qproto, meta)

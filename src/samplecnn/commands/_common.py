@@ -88,6 +88,26 @@ def add_run_options(parser, kept_in: str) -> None:
                         help=f"no per-file error or warning lines on stderr ({kept_in} keeps them)")
 
 
+def add_split_options(parser, split: str, fields, split_help: str | None = None) -> None:
+    """`--data STORE --split`, the scoring options (evaluate's defaults: `--last drop`),
+    `--batch-size`, `--device`, `--no-progress` of the commands that score one split of a
+    store (`evaluate`, `thresholds`: thresholds are fitted on evaluate's clip scores)."""
+    parser.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
+    parser.add_argument("--split", default=split, choices=["train", "valid", "test"], help=split_help)
+    add_scoring_options(parser, fields, last="drop")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def split_options(args):
+    """`scoring_options` of a command registered with `add_split_options`, its batch size
+    checked too."""
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    return scoring_options(args)
+
+
 def scoring_options(args, **fixed):
     """The `ScoringOptions` of a command's parsed flags (ValueError naming the bad one,
     before any work)."""

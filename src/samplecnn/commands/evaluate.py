@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_scoring_options
+from ._common import add_split_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -24,14 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="a checkpoint from `samplecnn train` (best.ckpt / last.ckpt), an .onnx file "
                         "of `samplecnn export`, or --pretrained")
-    p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend", "threshold"), last="drop")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_split_options(p, "test", ("hop", "aggregate", "last", "max_windows", "backend", "threshold"))
     p.add_argument("--out", metavar="DIR", help="write metrics.json, per_tag.csv, clip_scores.csv, tag_roc_auc.png")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--no-progress", action="store_true")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -40,11 +35,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from samplecnn.evaluation import evaluate
-    from ._common import check_device, check_output_dir, scoring_options
+    from ._common import check_device, check_output_dir, split_options
 
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    options = scoring_options(args)
+    options = split_options(args)
     # Before weights are downloaded and the split is scored: a bad --out must not cost
     # the evaluation.
     check_output_dir(args.out, "--out")

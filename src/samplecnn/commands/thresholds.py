@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_scoring_options
+from ._common import add_split_options
 from .pretrained import add_pretrained_option, take_pretrained
 
 
@@ -21,20 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", default=None,
                    help="a checkpoint (trained, imported, or from before thresholds), or --pretrained")
-    p.add_argument("--data", required=True, metavar="STORE", help="a store made by `samplecnn prepare`")
-    p.add_argument("--split", default="valid", choices=["train", "valid", "test"],
-                   help="the split to fit on (default valid)")
+    # evaluate's scoring options and defaults: the thresholds are fitted on its clip scores
+    add_split_options(p, "valid", ("hop", "aggregate", "last", "max_windows", "backend"),
+                      split_help="the split to fit on (default valid)")
     p.add_argument("--objective", default="f1", metavar="OBJ",
                    help="f1 (default: the threshold of maximal F1 per tag) or precision:P "
                         "(the lowest threshold reaching precision P, e.g. precision:0.8)")
     p.add_argument("--out", required=True, metavar="OUT",
                    help="the checkpoint to write (the model with its thresholds; may be MODEL itself)")
-    # evaluate's scoring options and defaults: the thresholds are fitted on its clip scores
-    add_scoring_options(p, ("hop", "aggregate", "last", "max_windows", "backend"), last="drop")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the thresholds as JSON")
-    p.add_argument("--no-progress", action="store_true")
     add_pretrained_option(p)
     p.set_defaults(func=run)
 
@@ -44,11 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     from samplecnn.thresholds import parse_objective
 
-    from ._common import check_device, check_output_file, scoring_options
+    from ._common import check_device, check_output_file, split_options
 
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    options = scoring_options(args)
+    options = split_options(args)
     parse_objective(args.objective)
     check_output_file(args.out, "--out")
     if str(args.out).lower().endswith(".onnx"):

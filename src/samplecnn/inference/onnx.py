@@ -148,6 +148,14 @@ def export_graph(model, graph: str = "scores", opset: int = ONNX_OPSET) -> bytes
         "samplecnn.input": (f"audio: float32 (batch, {samples}) mono waveform at "
                             f"{cfg.sample_rate} Hz, no normalisation; scores = sigmoid(logits)"),
     }
+    return finish_graph(proto, meta)
+
+
+def finish_graph(proto, meta: dict[str, str]) -> bytes:
+    """`proto` with exactly `meta` as its metadata, checked and serialized: the last step
+    of every graph samplecnn writes (fp32 exports and int8 files alike)."""
+    import onnx
+
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()

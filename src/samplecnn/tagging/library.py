@@ -19,6 +19,8 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from samplecnn.paths import unique_name
+
 __all__ = ["LibraryTagger", "score_fields", "genres_for", "merge_genres", "genre_map",
            "DEFAULT_GENRES", "FIELD_PREFIX", "LABELS_FIELD", "MODEL_FIELD", "FILE_TAG"]
 
@@ -67,13 +69,7 @@ def score_fields(tags: Sequence[str]) -> dict[str, str]:
     taken = {LABELS_FIELD, MODEL_FIELD}
     out: dict[str, str] = {}
     for i, tag in enumerate(tags):
-        base = FIELD_PREFIX + (_slug(str(tag)) or f"tag{i}")
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        out[tag] = name
+        out[tag] = unique_name(FIELD_PREFIX + (_slug(str(tag)) or f"tag{i}"), taken)
     return out
 
 

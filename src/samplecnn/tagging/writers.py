@@ -26,7 +26,7 @@ from typing import IO, Iterable
 import numpy as np
 
 from samplecnn.atomic import OutputError, resolve_output, save_figure, write_text
-from samplecnn.paths import escape_path, path_key, unescape_path
+from samplecnn.paths import escape_path, path_key, unescape_path, unique_name
 
 __all__ = ["open_writer", "read_done_paths", "write_taggram", "path_key", "record_path",
            "record_key", "FORMATS"]
@@ -215,13 +215,7 @@ def taggram_names(paths: Iterable[str]) -> dict[str, str]:
     used: set[str] = set()
     for p, a in zip(paths, absolute):
         rel = os.path.relpath(a, root) if root else os.path.basename(a)
-        stem = rel.replace(os.sep, "__").replace("/", "__")
-        base, i = stem, 1
-        while stem in used:
-            i += 1
-            stem = f"{base}.{i}"
-        used.add(stem)
-        names[p] = stem
+        names[p] = unique_name(rel.replace(os.sep, "__").replace("/", "__"), used, sep=".")
     return names
 
 
