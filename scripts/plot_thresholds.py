@@ -1,7 +1,7 @@
 """Precision / recall / F1 against the decision threshold for a few tags, and the table of
 per-tag thresholds and test F1, for docs/tagging.md.
 
-    python scripts/plot_thresholds.py /tmp/demo21 --tags piano drums bass strings \
+    python scripts/plot_thresholds.py /tmp/demo_full --tags drums guitar piano choir \
         --png docs/img/thresholds.png > /tmp/thresholds.md
 
 RUN is a `samplecnn demo --out RUN` folder (its run/checkpoints/last.ckpt carries the

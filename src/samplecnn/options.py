@@ -29,6 +29,7 @@ from samplecnn.windows import LAST_WINDOW_POLICIES, WindowGrid
 __all__ = ["ScoringOptions", "BACKEND_ALIASES", "MAX_HOP_S", "check_float", "check_int",
            "check_threshold"]
 
+
 def check_threshold(value, name: str = "threshold") -> float:
     """A decision threshold: a finite float in [0, 1], else a one-line ValueError."""
     return check_float(value, name, low=0.0, high=1.0, low_inclusive=True)
