@@ -12,10 +12,8 @@ import soundfile as sf
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
-from samplecnn.models import create_model
-from samplecnn.testing.datasets import write_noise  # noqa: E402
+from samplecnn.testing.datasets import write_noise, write_tiny_checkpoint  # noqa: E402
 from samplecnn.paths import path_key  # noqa: E402
 from samplecnn.tagging import Tagger  # noqa: E402
 from samplecnn.tagging.catalog import read_manifest, tag_catalog  # noqa: E402
@@ -28,8 +26,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=3)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", TAGS, seed=3)
 
 
 @pytest.fixture

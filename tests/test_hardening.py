@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.models import create_model
 from samplecnn.tagging import Tagger
 from samplecnn.windows import WindowGrid
+from samplecnn.testing.datasets import write_tiny_checkpoint
 
 TAGS = ["rock", "piano", "quiet"]
 SR = 16000
@@ -22,8 +21,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=3)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +165,6 @@ def test_blank_manifest_row_is_one_reason_on_every_engine(ckpt, wav, tmp_path, c
 
 
 def test_duplicate_manifest_rows_are_tagged_once(ckpt, wav, tmp_path, capsys):
-    import json
     import os
 
     rel = os.path.relpath(wav, tmp_path)

@@ -17,9 +17,8 @@ import pytest
 import soundfile as sf
 
 from samplecnn import atomic, locks
-from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.models import create_model
+from samplecnn.testing.datasets import write_tiny_checkpoint
 
 TAGS = ["rock", "piano", "quiet"]
 SR = 16000
@@ -30,8 +29,7 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character d
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=3)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=3)
 
 
 @pytest.fixture(scope="module")

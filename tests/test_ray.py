@@ -16,10 +16,8 @@ pytest.importorskip("ray.data")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
-from samplecnn.models import create_model
-from samplecnn.testing.datasets import write_noise  # noqa: E402
+from samplecnn.testing.datasets import write_noise, write_tiny_checkpoint  # noqa: E402
 from samplecnn.paths import path_key, unescape_path  # noqa: E402
 from samplecnn.tagging.catalog import tag_catalog  # noqa: E402
 from samplecnn.tagging.parquet import read_output  # noqa: E402
@@ -51,8 +49,7 @@ def ray_local(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=1)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=1)
 
 
 @pytest.fixture(scope="module")

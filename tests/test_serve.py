@@ -27,11 +27,10 @@ try:  # the property-based schema check needs schemathesis (a test extra)
 except ImportError:  # pragma: no cover
     schemathesis = None
 
-from samplecnn.checkpoint import save_checkpoint  # noqa: E402
 from samplecnn.cli import main  # noqa: E402
-from samplecnn.models import create_model  # noqa: E402
 from samplecnn.service import create_app  # noqa: E402
 from samplecnn.tagging import Tagger  # noqa: E402
+from samplecnn.testing.datasets import write_tiny_checkpoint  # noqa: E402
 
 TAGS = ["rock", "piano", "quiet", "male vocal"]
 SR = 16000
@@ -39,8 +38,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=1)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=1)
 
 
 @pytest.fixture(scope="module")

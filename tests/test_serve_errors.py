@@ -17,19 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from samplecnn.checkpoint import save_checkpoint
-from samplecnn.models import create_model
 from samplecnn.service import create_app
 from samplecnn.service.server import JsonFailures
 from samplecnn.tagging import Tagger
+from samplecnn.testing.datasets import write_tiny_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=["a", "b"], seed=1)
-    return str(save_checkpoint(tmp_path_factory.mktemp("m") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("m") / "m.ckpt", ["a", "b"], seed=1)
 
 
 def _call(app, method, path, raise_app_exceptions=True, **kw):

@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.models import create_model
-from samplecnn.testing.datasets import write_noise
+from samplecnn.testing.datasets import write_noise, write_tiny_checkpoint
 from samplecnn.tagging import Tagger
 
 TAGS = ["rock", "piano", "quiet", "male vocal"]
@@ -19,8 +17,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=1)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=1)
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplecnn.checkpoint import save_checkpoint
 from samplecnn.cli import main
-from samplecnn.models import create_model
 from samplecnn.paths import escape_path, path_key, unescape_path
 from samplecnn.tagging import Tagger, expand_paths
+from samplecnn.testing.datasets import write_tiny_checkpoint
 
 TAGS = ["rock", "piano", "quiet"]
 SR = 16000
@@ -27,8 +26,7 @@ ODD = b"odd \xff name.wav"  # not valid UTF-8: a name every POSIX file system al
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = create_model("samplecnn_small", width=0.125, tags=TAGS, seed=3)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", model))
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.ckpt", TAGS, seed=3)
 
 
 @pytest.fixture(scope="module")

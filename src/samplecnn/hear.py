@@ -176,11 +176,15 @@ def _scored(pieces, compute) -> dict:
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     """`(n_sounds, n_samples)` float32 at `model.sample_rate` -> float32
     `(n_sounds, scene_embedding_size)`: the windows' pooled embeddings, averaged."""
+    from samplecnn.tagging.sources import window_messages
+
     x = _check_audio(audio, model)
     grid = WindowGrid(model.window, model.window, "pad", whole_clip=model.whole_clip)
-    starts = grid.starts(x.shape[1])
-    pieces = {i: list(zip(starts, grid.cut(x[i], starts))) for i in range(len(x))}
-    out = _scored(pieces, model._pooled)
+    rate = model.sample_rate
+    messages = (m for i in range(len(x))
+                for m in window_messages(i, x[i], rate, grid, source_sample_rate=rate, chunk=_BATCH,
+                                         errors="raise"))
+    out = {r.key: r.outputs for r in score_messages(messages, model._pooled, _BATCH)}
     return torch.from_numpy(np.stack([out[i].mean(axis=0) for i in range(len(x))]).astype(np.float32))
 
 

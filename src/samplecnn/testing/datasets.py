@@ -106,6 +106,16 @@ def write_noise(path: str | Path, seconds: float, seed: int, rate: int = 16000) 
     return str(write_audio(path, samples, rate))
 
 
+def write_tiny_checkpoint(path: str | Path, tags, seed: int = 0, **overrides) -> str:
+    """Save a randomly initialised `samplecnn_small` at 1/8 width (`seed`: its weights)
+    with `tags` to `path`: the small real checkpoint that scoring tests load."""
+    from samplecnn.checkpoint import save_checkpoint
+    from samplecnn.models import create_model
+
+    model = create_model("samplecnn_small", width=0.125, tags=list(tags), seed=seed, **overrides)
+    return str(save_checkpoint(path, model))
+
+
 def make_mtat(
     root: str | Path,
     clips_per_folder: int = 2,
